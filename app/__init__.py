@@ -1,0 +1,1 @@
+"""Speculative RAG as a LangGraph application."""

@@ -1,0 +1,1 @@
+"""Text embedders: the protocol, implementations and a factory."""

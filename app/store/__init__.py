@@ -1,0 +1,1 @@
+"""Vector stores: the protocol, implementations, ingestion and a factory."""

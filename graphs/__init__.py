@@ -1,0 +1,1 @@
+"""Speculative RAG as LangGraph graphs: state, context, nodes, and the two graphs (speculative, standard)."""

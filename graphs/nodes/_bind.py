@@ -1,0 +1,48 @@
+"""Binds node functions to a backend provider and records each node's wall time in the state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graphs.backends import BackendProvider, Backends
+from graphs.context import Context
+from graphs.state import NodeTiming
+
+NodeFn = Callable[[Any, Context, Backends], dict[str, Any]]
+
+
+def bind(name: str, fn: NodeFn, provider: BackendProvider) -> Callable[[Any, Runtime[Context]], dict[str, Any]]:
+    """Wrap ``fn(state, context, backends)`` as a LangGraph node ``(state, runtime)`` that also times itself.
+
+    Args:
+        name: Node name (recorded with the timing).
+        fn: The node logic.
+        provider: Maps the run's context to backends.
+    """
+
+    def node(state: Any, runtime: Runtime[Context]) -> dict[str, Any]:
+        start = time.time()
+        t0 = time.perf_counter()
+        context = context_of(runtime)
+        update = fn(state, context, provider(context))
+        seconds = time.perf_counter() - t0
+        timing = NodeTiming(node=name, round=getattr(state, "round", 0), start=start, seconds=seconds)
+        return {**update, "timings": [timing]}
+
+    node.__name__ = name
+    node.__doc__ = fn.__doc__
+    return node
+
+
+def context_of(runtime: Runtime[Context]) -> Context:
+    """The run's context as a validated ``Context`` (defaults when none was given, a dict from the API coerced)."""
+    ctx: Any = runtime.context
+    if ctx is None:
+        return Context()
+    if isinstance(ctx, Context):
+        return ctx
+    return Context.model_validate(ctx)

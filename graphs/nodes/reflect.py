@@ -1,0 +1,57 @@
+"""reflect: accept the best draft, or rewrite the query and retrieve again (bounded by ``max_rounds``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from graphs import prompting
+from graphs.backends import Backends
+from graphs.context import Context
+from graphs.scoring import decide, rank
+from graphs.state import Round, State
+
+
+def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any]:
+    """Decide on this round and record the decision, its reason and any rewritten query as a ``Round``.
+
+    Returns:
+        ``rounds`` (one new record); on retry also the next ``round`` number and ``query``.
+    """
+    ranking = rank(state.drafts)
+    decision, reason = decide(
+        state.drafts, ranking, round_index=state.round, new_passages=len(state.passages), context=context
+    )
+    rewritten = rewrite_query(state, ranking, context, backends) if decision == "retry" else ""
+    record = Round(
+        index=state.round,
+        query=state.query,
+        passage_ids=[p.id for p in state.passages],
+        clusters=list(state.clusters),
+        subsets=[list(s) for s in state.subsets],
+        ranking=ranking,
+        decision=decision,
+        reason=reason,
+        rewritten_query=rewritten,
+    )
+    if decision == "retry":
+        return {"rounds": [record], "round": state.round + 1, "query": rewritten}
+    return {"rounds": [record]}
+
+
+def rewrite_query(state: State, ranking: list[int], context: Context, backends: Backends) -> str:
+    """A new retrieval query from the verifier, given the question and the best (unsupported) draft."""
+    best = state.drafts[ranking[0]] if ranking else None
+    prompt = prompting.load("rewrite_query").chat(
+        question=state.question,
+        query=state.query,
+        answer=best.answer if best else "(none)",
+        rationale=best.rationale if best else "(none)",
+    )
+    gen = backends.verifier.generate([prompt], max_tokens=context.rewrite_max_tokens, stop=["\n"])[0]
+    query = gen.text.strip().strip('"').strip()
+    return query or state.question
+
+
+def after_reflect(state: State) -> Literal["retrieve", "answer"]:
+    """Route: back to ``retrieve`` when the last round's decision was 'retry', else to ``answer``."""
+    return "retrieve" if state.rounds and state.rounds[-1].decision == "retry" else "answer"

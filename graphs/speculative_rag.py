@@ -1,0 +1,63 @@
+"""The Speculative RAG graph (reads like the diagram in the README).
+
+    retrieve -> partition -> draft x m (Send, parallel) -> verify -> reflect -> answer
+       ^                                                               |
+       +------------------- retry: rewritten query, new passages ------+
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Send
+
+from graphs.backends import BackendProvider, configured_backends
+from graphs.context import Context
+from graphs.nodes._bind import bind
+from graphs.nodes.answer import answer
+from graphs.nodes.draft import draft
+from graphs.nodes.partition import partition
+from graphs.nodes.reflect import after_reflect, reflect
+from graphs.nodes.retrieve import retrieve
+from graphs.nodes.verify import verify
+from graphs.state import DraftTask, InputState, State
+
+
+def fan_out(state: State) -> list[Send] | Literal["reflect"]:
+    """One ``draft`` branch per subset; straight to ``reflect`` when there is nothing to draft from."""
+    if not state.subsets:
+        return "reflect"
+    by_id = {p.id: p for p in state.passages}
+    return [
+        Send("draft", DraftTask(question=state.question, round=state.round, subset=i, passages=[by_id[x] for x in s]))
+        for i, s in enumerate(state.subsets)
+    ]
+
+
+def build(provider: BackendProvider = configured_backends) -> StateGraph:
+    """The uncompiled graph, its nodes bound to ``provider``."""
+    g = StateGraph(State, context_schema=Context, input_schema=InputState)
+    for name, fn in [
+        ("retrieve", retrieve),
+        ("partition", partition),
+        ("draft", draft),
+        ("verify", verify),
+        ("reflect", reflect),
+        ("answer", answer),
+    ]:
+        g.add_node(name, bind(name, fn, provider))
+    g.add_edge(START, "retrieve")
+    g.add_edge("retrieve", "partition")
+    g.add_conditional_edges("partition", fan_out, ["draft", "reflect"])
+    g.add_edge("draft", "verify")
+    g.add_edge("verify", "reflect")
+    g.add_conditional_edges("reflect", after_reflect, ["retrieve", "answer"])
+    g.add_edge("answer", END)
+    return g
+
+
+def make_graph() -> CompiledStateGraph:
+    """Compiled Speculative RAG graph (entry point for langgraph.json, the CLI and the server). Backends from settings."""
+    return build(configured_backends).compile(name="speculative_rag")

@@ -1,0 +1,29 @@
+"""Standard RAG, the baseline: retrieve -> one answer from all passages (same nodes and backends)."""
+
+from __future__ import annotations
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from graphs.backends import BackendProvider, configured_backends
+from graphs.context import Context
+from graphs.nodes._bind import bind
+from graphs.nodes.answer import standard_answer
+from graphs.nodes.retrieve import retrieve
+from graphs.state import InputState, State
+
+
+def build(provider: BackendProvider = configured_backends) -> StateGraph:
+    """The uncompiled baseline graph."""
+    g = StateGraph(State, context_schema=Context, input_schema=InputState)
+    g.add_node("retrieve", bind("retrieve", retrieve, provider))
+    g.add_node("answer", bind("answer", standard_answer, provider))
+    g.add_edge(START, "retrieve")
+    g.add_edge("retrieve", "answer")
+    g.add_edge("answer", END)
+    return g
+
+
+def make_graph() -> CompiledStateGraph:
+    """Compiled standard RAG graph. Backends from settings."""
+    return build(configured_backends).compile(name="standard_rag")

@@ -1,0 +1,183 @@
+"""Typed graph state: what each node reads and writes.
+
+The input is narrow (a question); everything else is produced by the nodes. Fan-in fields have explicit
+reducers: parallel draft branches append to ``drafts``; every round appends one ``Round``.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+
+@dataclass(kw_only=True)
+class Passage:
+    """A retrieved passage."""
+
+    id: str
+    """Content-hash id of the chunk in the store."""
+    doc_id: str
+    """Id of the source document."""
+    title: str
+    """Document title."""
+    text: str
+    """Passage text."""
+    score: float
+    """Retrieval score (higher is better; reciprocal-rank fusion score for hybrid search)."""
+    round: int
+    """Retrieval round (0-based) that found it."""
+    vector: list[float] = field(default_factory=list, repr=False)
+    """Embedding, used for clustering."""
+
+
+@dataclass(kw_only=True)
+class Scores:
+    """The verifier's evidence for one draft. All log-probabilities are natural logs."""
+
+    draft: float
+    """log ρ_draft: the drafter's log-probability of its own rationale and answer."""
+    draft_tokens: int
+    """Tokens the drafter generated (rationale + answer)."""
+    self_consistency: float
+    """log ρ_sc: the verifier's teacher-forced log-probability of answer and rationale given the question."""
+    self_consistency_tokens: int
+    """Tokens of answer + rationale as the verifier tokenises them."""
+    self_reflection: float
+    """log ρ_sr: the verifier's log P('Yes') to 'Do you think the rationale supports the answer?'."""
+    self_reflection_no: float
+    """The verifier's log P('No') at the same position (for inspection)."""
+    total: float
+    """Combined score used for ranking (sum of the enabled terms, per ``normalization``)."""
+    normalization: Literal["raw", "mean"]
+    """'raw': sums of log-probabilities; 'mean': ρ_draft and ρ_sc divided by their token counts."""
+    method: dict[str, str] = field(default_factory=dict)
+    """How each score was obtained (backend capability used), e.g. {'self_consistency': 'teacher-forced ...'}."""
+
+
+@dataclass(kw_only=True)
+class Draft:
+    """One drafter output for one passage subset."""
+
+    round: int
+    """Retrieval round (0-based)."""
+    subset: int
+    """Index of the passage subset within its round."""
+    passage_ids: list[str]
+    """Ids of the passages the drafter saw."""
+    rationale: str
+    """The drafter's rationale."""
+    answer: str
+    """The drafter's answer."""
+    text: str
+    """Everything the drafter generated after the 'Rationale:' prefill."""
+    parsed: bool
+    """Whether the text had the expected 'Rationale: ... Answer: ...' form."""
+    logprob: float
+    """Sum of the drafter's token log-probabilities over ``text``."""
+    tokens: int
+    """Tokens generated."""
+    prompt_tokens: int
+    """Tokens of the drafter's prompt."""
+    finish_reason: str
+    """'stop' or 'length'."""
+    scores: Scores | None = None
+    """Filled in by ``verify``."""
+
+
+def merge_drafts(current: list[Draft], update: list[Draft]) -> list[Draft]:
+    """Reducer for ``State.drafts``: a draft with the same (round, subset) replaces the old one; new ones are
+    added; the result is ordered by (round, subset), so indices are stable whatever order branches finish in."""
+    merged = {(d.round, d.subset): d for d in current}
+    merged.update({(d.round, d.subset): d for d in update})
+    return [merged[key] for key in sorted(merged)]
+
+
+@dataclass(kw_only=True)
+class Round:
+    """One retrieval round and the reflection decision that closed it."""
+
+    index: int
+    """0-based round number."""
+    query: str
+    """The retrieval query used (the question, or a rewrite)."""
+    passage_ids: list[str]
+    """Passages retrieved in this round (new ones only after the first round)."""
+    clusters: list[int]
+    """Cluster label of each passage, aligned with ``passage_ids``."""
+    subsets: list[list[str]]
+    """Passage ids of each subset (one per draft)."""
+    ranking: list[int]
+    """Indices into ``State.drafts`` of all scored drafts so far, best first."""
+    decision: Literal["accept", "retry", "give_up"]
+    """What reflection decided."""
+    reason: str
+    """Why, in words, with the numbers it used."""
+    rewritten_query: str = ""
+    """The next round's query when the decision is 'retry'."""
+
+
+@dataclass(kw_only=True)
+class NodeTiming:
+    """Wall time of one node execution."""
+
+    node: str
+    """Node name."""
+    round: int
+    """Retrieval round."""
+    start: float
+    """Start, seconds since the epoch."""
+    seconds: float
+    """Duration."""
+
+
+@dataclass(kw_only=True)
+class InputState:
+    """What a caller provides."""
+
+    question: str
+    """The user's question."""
+
+
+@dataclass(kw_only=True)
+class State(InputState):
+    """The full state of a run."""
+
+    query: str = ""
+    """Current retrieval query: the question in round 0, a rewrite afterwards."""
+    round: int = 0
+    """Current round (0-based)."""
+    passages: list[Passage] = field(default_factory=list)
+    """This round's retrieved passages."""
+    all_passages: Annotated[list[Passage], operator.add] = field(default_factory=list)
+    """Every passage retrieved in any round (for sources and exclusion)."""
+    clusters: list[int] = field(default_factory=list)
+    """Cluster label per passage of this round."""
+    subsets: list[list[str]] = field(default_factory=list)
+    """This round's passage subsets (ids)."""
+    drafts: Annotated[list[Draft], merge_drafts] = field(default_factory=list)
+    """All drafts of all rounds, ordered by (round, subset); parallel branches add, ``verify`` replaces."""
+    rounds: Annotated[list[Round], operator.add] = field(default_factory=list)
+    """One record per finished round."""
+    chosen: int | None = None
+    """Index into ``drafts`` of the selected draft."""
+    answer: str = ""
+    """The final answer."""
+    rationale: str = ""
+    """The rationale of the final answer."""
+    timings: Annotated[list[NodeTiming], operator.add] = field(default_factory=list)
+    """Wall time of every node execution."""
+
+
+@dataclass(kw_only=True)
+class DraftTask:
+    """Payload of one parallel draft branch (sent with ``Send``)."""
+
+    question: str
+    """The user's question."""
+    round: int
+    """Retrieval round."""
+    subset: int
+    """Subset index."""
+    passages: list[Passage]
+    """The subset's passages."""

@@ -1,0 +1,116 @@
+"""Scripted fakes for testing graph logic (never a stand-in for the real-model tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from app.llm.protocol import Capabilities, ChatPrompt, Generation, ScoreRequest, ScoreResult
+from app.store.protocol import Chunk, Hit, StoreStats
+
+
+@dataclass
+class FakeLLM:
+    """Generates ``reply(prompt)``; scores continuations with ``judge(continuation) -> (logprob, p_yes)``."""
+
+    reply: Callable[[ChatPrompt], str]
+    judge: Callable[[str], tuple[float, float]] = lambda c: (-float(len(c.split())), 0.9)
+    name: str = "fake"
+    capabilities: Capabilities = Capabilities()
+    context_window: int = 4096
+    calls: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count_tokens(self, prompt: ChatPrompt) -> int:
+        return sum(len(m.content.split()) for m in prompt.messages)
+
+    def generate(self, prompts: Sequence[ChatPrompt], *, max_tokens: int = 256, stop: Sequence[str] = ()) -> list[Generation]:
+        with self._lock:
+            self.calls.append(f"generate x{len(prompts)}")
+        out = []
+        for p in prompts:
+            text = self.reply(p)
+            words = text.split()[:max_tokens]
+            out.append(
+                Generation(
+                    text=" ".join(words),
+                    token_logprobs=tuple(-0.1 for _ in words),
+                    finish_reason="stop",
+                    prompt_tokens=self.count_tokens(p),
+                )
+            )
+        return out
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        with self._lock:
+            self.calls.append(f"score x{len(requests)}")
+        out = []
+        for r in requests:
+            lp, p_yes = self.judge(r.continuation)
+            cands = {"Yes": math.log(p_yes), "No": math.log(max(1e-9, 1 - p_yes))}
+            out.append(
+                ScoreResult(
+                    logprob=lp,
+                    n_tokens=len(r.continuation.split()),
+                    candidate_logprobs={c: cands.get(c, -20.0) for c in r.candidates},
+                )
+            )
+        return out
+
+    def next_token_logprobs(self, prompt: ChatPrompt, candidates: Sequence[str]) -> dict[str, float]:
+        return {c: -1.0 for c in candidates}
+
+
+class FakeEmbedder:
+    """Hashed bag of words, 64-d, unit length: texts sharing words are close."""
+
+    name = "fake-bow-64"
+    dim = 64
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"\w+", t.lower()):
+                out[i, int(hashlib.md5(w.encode()).hexdigest(), 16) % self.dim] += 1.0
+            n = np.linalg.norm(out[i])
+            out[i] = out[i] / n if n else out[i]
+        return out
+
+
+class FakeStore:
+    """In-memory store with exact cosine search."""
+
+    def __init__(self, embedder: FakeEmbedder, docs: Sequence[tuple[str, str]]) -> None:
+        vecs = embedder.embed([t for _, t in docs])
+        self.chunks = [
+            Chunk(id=f"c{i}", doc_id=f"d{i}", title=title, text=text, vector=tuple(map(float, v)))
+            for i, ((title, text), v) in enumerate(zip(docs, vecs, strict=True))
+        ]
+        self.searches: list[tuple[str, tuple[str, ...]]] = []
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        return {c.id for c in self.chunks} & set(ids)
+
+    def add(self, chunks: Sequence[Chunk]) -> int:
+        raise NotImplementedError
+
+    def search(self, query, vector, *, k, mode="hybrid", exclude_ids=()):  # type: ignore[no-untyped-def]
+        self.searches.append((query, tuple(exclude_ids)))
+        q = np.asarray(vector)
+        cands = [c for c in self.chunks if c.id not in set(exclude_ids)]
+        scored = sorted(cands, key=lambda c: (-float(np.dot(q, c.vector)), c.id))
+        return [Hit(chunk=c, score=float(np.dot(q, c.vector))) for c in scored[:k]]
+
+    def optimize(self) -> None:
+        pass
+
+    def stats(self) -> StoreStats:
+        return StoreStats(path=":memory:", documents=len(self.chunks), chunks=len(self.chunks), embedder="fake",
+                          vector_index="none", text_index="none")

@@ -1,0 +1,135 @@
+"""Graph logic with scripted fakes: fan-out, fan-in, scoring, selection, retry routing, bounded rounds."""
+
+import re
+
+import pytest
+
+from app.llm.protocol import ChatPrompt
+from graphs import speculative_rag, standard_rag
+from graphs.backends import StaticBackends
+from graphs.context import Context
+from graphs.state import State
+from tests.fakes import FakeEmbedder, FakeLLM, FakeStore
+
+DOCS = [
+    ("Paris", "Paris is the capital of France and its largest city."),
+    ("France", "France is a country in Western Europe; its capital is Paris."),
+    ("Lyon", "Lyon is a large city in France known for its cuisine."),
+    ("Marseille", "Marseille is a port city in southern France."),
+    ("Berlin", "Berlin is the capital of Germany."),
+    ("Germany", "Germany is a country in Central Europe."),
+    ("Rome", "Rome is the capital of Italy."),
+    ("Madrid", "Madrid is the capital of Spain."),
+    ("Seine", "The Seine flows through Paris."),
+    ("Loire", "The Loire is the longest river in France."),
+    ("Alps", "The Alps span France, Italy and Switzerland."),
+    ("Euro", "France uses the euro as its currency."),
+]
+
+
+def drafter_reply(prompt: ChatPrompt) -> str:
+    """Answers with the title of the first document it was shown."""
+    first = re.search(r'title="([^"]+)"', prompt.messages[-1].content)
+    title = first.group(1) if first else "nothing"
+    return f"The documents mention {title}.\nAnswer: {title}"
+
+
+def make(judge, rewrite: str = "capital city France") -> tuple[StaticBackends, FakeStore, FakeLLM]:  # type: ignore[no-untyped-def]
+    emb = FakeEmbedder()
+    store = FakeStore(emb, DOCS)
+    verifier = FakeLLM(reply=lambda p: rewrite, judge=judge)
+    return StaticBackends(drafter=FakeLLM(reply=drafter_reply), verifier=verifier, embedder=emb, store=store), store, verifier
+
+
+def run(backends: StaticBackends, context: Context, question: str = "What is the capital of France?") -> State:
+    graph = speculative_rag.build(lambda ctx: backends).compile()
+    return State(**graph.invoke({"question": question}, context=context))
+
+
+def paris_judge(continuation: str) -> tuple[float, float]:
+    return (-1.0, 0.97) if "Answer: Paris" in continuation else (-5.0, 0.9)
+
+
+def test_happy_path_five_scored_drafts_and_the_best_is_chosen() -> None:
+    backends, store, verifier = make(paris_judge)
+    state = run(backends, Context(seed=3))
+    assert len(state.drafts) == 5
+    assert all(d.scores is not None for d in state.drafts)
+    totals = [d.scores.total for d in state.drafts if d.scores]
+    assert state.chosen == totals.index(max(totals))
+    assert state.answer == state.drafts[state.chosen].answer
+    # every subset: k=2 passages, one per cluster, all from this round's retrieval
+    assert len(state.rounds) == 1 and state.rounds[0].decision == "accept"
+    r = state.rounds[0]
+    for subset in r.subsets:
+        assert len(subset) == 2
+        labels = [r.clusters[r.passage_ids.index(pid)] for pid in subset]
+        assert sorted(labels) == [0, 1]
+    assert len({tuple(s) for s in r.subsets}) == 5
+    assert r.ranking[0] == state.chosen
+    # the verifier was called once with all five drafts (one batch of score requests)
+    assert verifier.calls == ["score x5"]
+    nodes = [t.node for t in state.timings]
+    assert nodes[:2] == ["retrieve", "partition"] and nodes.count("draft") == 5 and nodes[-3:] == ["verify", "reflect", "answer"]
+
+
+def test_same_seed_same_subsets_and_drafts() -> None:
+    a = run(make(paris_judge)[0], Context(seed=11))
+    b = run(make(paris_judge)[0], Context(seed=11))
+    assert a.rounds[0].subsets == b.rounds[0].subsets
+    assert [d.answer for d in a.drafts] == [d.answer for d in b.drafts]
+
+
+def test_low_support_retries_with_rewritten_query_and_new_passages_only() -> None:
+    backends, store, _ = make(lambda c: (-2.0, 0.5), rewrite="Paris France capital")
+    state = run(backends, Context(max_rounds=2, top_n=5))
+    assert [r.decision for r in state.rounds] == ["retry", "accept"]
+    assert state.rounds[0].rewritten_query == "Paris France capital"
+    assert state.rounds[1].query == "Paris France capital"
+    assert "maximum of 2" in state.rounds[1].reason
+    first, second = set(state.rounds[0].passage_ids), set(state.rounds[1].passage_ids)
+    assert first and second and not first & second
+    assert store.searches[1] == ("Paris France capital", tuple(state.rounds[0].passage_ids))
+    assert {d.round for d in state.drafts} == {0, 1}
+    totals = [d.scores.total for d in state.drafts if d.scores]
+    assert state.chosen == totals.index(max(totals))
+
+
+def test_max_rounds_one_never_retries() -> None:
+    backends, _, _ = make(lambda c: (-2.0, 0.1))
+    state = run(backends, Context(max_rounds=1))
+    assert [r.decision for r in state.rounds] == ["accept"]
+
+
+def test_fewer_passages_than_needed() -> None:
+    backends, _, _ = make(paris_judge)
+    state = run(backends, Context(top_n=3, n_drafts=5, per_draft=2, max_rounds=1))
+    assert len(state.rounds[0].passage_ids) == 3
+    assert len(state.drafts) == 2  # clusters of 2 and 1 passages admit two distinct subsets
+
+
+def test_empty_store_gives_up_without_drafting() -> None:
+    emb = FakeEmbedder()
+    store = FakeStore(emb, [])
+    llm = FakeLLM(reply=lambda p: "q2")
+    backends = StaticBackends(drafter=llm, verifier=llm, embedder=emb, store=store)
+    state = run(backends, Context(max_rounds=2))
+    assert [r.decision for r in state.rounds] == ["retry", "give_up"]
+    assert state.chosen is None and state.drafts == [] and state.answer == ""
+
+
+def test_standard_rag_reads_all_passages_in_one_call() -> None:
+    seen: list[str] = []
+
+    def reply(p: ChatPrompt) -> str:
+        seen.append(p.messages[-1].content)
+        return "Paris"
+
+    emb = FakeEmbedder()
+    llm = FakeLLM(reply=reply)
+    backends = StaticBackends(drafter=FakeLLM(reply=lambda p: pytest.fail("drafter used")), verifier=llm,
+                              embedder=emb, store=FakeStore(emb, DOCS))
+    graph = standard_rag.build(lambda ctx: backends).compile()
+    state = State(**graph.invoke({"question": "What is the capital of France?"}, context=Context(top_n=4)))
+    assert state.answer == "Paris"
+    assert len(seen) == 1 and seen[0].count("<document ") == 4
