@@ -27,12 +27,8 @@ def _default_cache() -> Path:
 class LLMSettings(BaseModel):
     """One language model backend."""
 
-    provider: Literal["llamacpp"] = Field(
-        "llamacpp", description="Backend: 'llamacpp' (embedded, in-process)."
-    )
-    model: str = Field(
-        description="A packaged model name (see `specrag models`) or a path to a GGUF file."
-    )
+    provider: Literal["llamacpp"] = Field("llamacpp", description="Backend: 'llamacpp' (embedded, in-process).")
+    model: str = Field(description="A packaged model name (see `specrag models`) or a path to a GGUF file.")
     n_ctx: int = Field(4096, ge=256, description="Context window per sequence (tokens).")
     n_seq_max: int = Field(8, ge=1, le=64, description="Sequences decoded together in one batch.")
     n_batch: int = Field(512, ge=32, description="Tokens per llama_decode call.")

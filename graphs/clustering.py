@@ -13,9 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 
-def kmeans(
-    vectors: npt.NDArray[np.floating], k: int, *, seed: int, max_iter: int = 100
-) -> npt.NDArray[np.int64]:
+def kmeans(vectors: npt.NDArray[np.floating], k: int, *, seed: int, max_iter: int = 100) -> npt.NDArray[np.int64]:
     """Cluster rows of ``vectors`` into at most ``k`` non-empty clusters (k-means++ init, Lloyd iterations).
 
     Args:

@@ -23,21 +23,24 @@ class Context(BaseModel):
     )
     top_n: int = Field(default=10, ge=1, le=100, description="Passages retrieved per round (hybrid top-n).")
     search_mode: Literal["hybrid", "vector", "text"] = Field(
-        default="hybrid", description="Retrieval: hybrid (vector + BM25, rank fusion), vector only or BM25 only."
+        default="hybrid",
+        description="Retrieval: hybrid (vector + BM25, rank fusion), vector only or BM25 only.",
     )
-    n_drafts: int = Field(
-        default=5, ge=1, le=32, description="m: number of drafts (unique passage subsets) per round."
-    )
+    n_drafts: int = Field(default=5, ge=1, le=32, description="m: number of drafts (unique passage subsets) per round.")
     per_draft: int = Field(
-        default=2, ge=1, le=10, description="k: passages per draft, which is also the number of k-means clusters."
+        default=2,
+        ge=1,
+        le=10,
+        description="k: passages per draft, which is also the number of k-means clusters.",
     )
     seed: int = Field(default=0, description="Seed for k-means and subset sampling (same seed, same subsets).")
     draft_max_tokens: int = Field(
-        default=160, ge=8, le=1024, description="Maximum tokens the drafter writes per draft (rationale + answer)."
+        default=160,
+        ge=8,
+        le=1024,
+        description="Maximum tokens the drafter writes per draft (rationale + answer).",
     )
-    answer_max_tokens: int = Field(
-        default=96, ge=8, le=1024, description="Maximum tokens of a standard-RAG answer."
-    )
+    answer_max_tokens: int = Field(default=96, ge=8, le=1024, description="Maximum tokens of a standard-RAG answer.")
     score_normalization: Literal["raw", "mean"] = Field(
         default="raw",
         description=(
@@ -47,7 +50,8 @@ class Context(BaseModel):
     )
     use_draft_score: bool = Field(default=True, description="Include ρ_draft (drafter's own probability) in the total.")
     use_self_consistency: bool = Field(
-        default=True, description="Include ρ_sc (verifier's probability of answer and rationale) in the total."
+        default=True,
+        description="Include ρ_sc (verifier's probability of answer and rationale) in the total.",
     )
     use_self_reflection: bool = Field(
         default=True, description="Include ρ_sr (verifier's P('Yes') that the rationale supports the answer)."

@@ -42,9 +42,7 @@ class Template:
             raise PromptError(f"prompt {self.name!r} has no section {section!r}")
         wanted = self.placeholders(section)
         if wanted != set(values):
-            raise PromptError(
-                f"prompt {self.name!r} section {section!r} needs {sorted(wanted)}, got {sorted(values)}"
-            )
+            raise PromptError(f"prompt {self.name!r} section {section!r} needs {sorted(wanted)}, got {sorted(values)}")
         return self.sections[section].format(**values)
 
     def chat(self, **values: str) -> ChatPrompt:

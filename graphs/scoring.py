@@ -73,7 +73,10 @@ def decide(
     rounds_left = round_index + 1 < context.max_rounds
     if not ranking:
         if rounds_left:
-            return "retry", f"no drafts in round {round_index + 1} ({new_passages} new passages); rewriting the query"
+            return (
+                "retry",
+                f"no drafts in round {round_index + 1} ({new_passages} new passages); rewriting the query",
+            )
         return "give_up", f"no drafts after {round_index + 1} round(s): nothing relevant was retrieved"
     best = drafts[ranking[0]]
     assert best.scores is not None
@@ -85,7 +88,10 @@ def decide(
     if p_yes >= context.accept_threshold:
         return "accept", f"{summary} >= threshold {context.accept_threshold:.2f}"
     if new_passages == 0 and round_index > 0:
-        return "accept", f"{summary} < threshold {context.accept_threshold:.2f}, but retrieval found nothing new"
+        return (
+            "accept",
+            f"{summary} < threshold {context.accept_threshold:.2f}, but retrieval found nothing new",
+        )
     if rounds_left:
         return "retry", f"{summary} < threshold {context.accept_threshold:.2f}; rewriting the query"
     return "accept", (

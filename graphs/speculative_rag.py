@@ -1,8 +1,8 @@
 """The Speculative RAG graph (reads like the diagram in the README).
 
-    retrieve -> partition -> draft x m (Send, parallel) -> verify -> reflect -> answer
-       ^                                                               |
-       +------------------- retry: rewritten query, new passages ------+
+retrieve -> partition -> draft x m (Send, parallel) -> verify -> reflect -> answer
+   ^                                                               |
+   +------------------- retry: rewritten query, new passages ------+
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from langgraph.types import Send
 
 from graphs.backends import BackendProvider, configured_backends
 from graphs.context import Context
-from graphs.nodes._bind import bind
+from graphs.nodes._bind import NodeFn, bind
 from graphs.nodes.answer import answer
 from graphs.nodes.draft import draft
 from graphs.nodes.partition import partition
@@ -31,22 +31,26 @@ def fan_out(state: State) -> list[Send] | Literal["reflect"]:
         return "reflect"
     by_id = {p.id: p for p in state.passages}
     return [
-        Send("draft", DraftTask(question=state.question, round=state.round, subset=i, passages=[by_id[x] for x in s]))
+        Send(
+            "draft",
+            DraftTask(question=state.question, round=state.round, subset=i, passages=[by_id[x] for x in s]),
+        )
         for i, s in enumerate(state.subsets)
     ]
 
 
-def build(provider: BackendProvider = configured_backends) -> StateGraph:
+def build(provider: BackendProvider = configured_backends) -> StateGraph[State, Context, InputState, State]:
     """The uncompiled graph, its nodes bound to ``provider``."""
     g = StateGraph(State, context_schema=Context, input_schema=InputState)
-    for name, fn in [
+    nodes: list[tuple[str, NodeFn]] = [
         ("retrieve", retrieve),
         ("partition", partition),
         ("draft", draft),
         ("verify", verify),
         ("reflect", reflect),
         ("answer", answer),
-    ]:
+    ]
+    for name, fn in nodes:
         g.add_node(name, bind(name, fn, provider))
     g.add_edge(START, "retrieve")
     g.add_edge("retrieve", "partition")
@@ -58,6 +62,6 @@ def build(provider: BackendProvider = configured_backends) -> StateGraph:
     return g
 
 
-def make_graph() -> CompiledStateGraph:
-    """Compiled Speculative RAG graph (entry point for langgraph.json, the CLI and the server). Backends from settings."""
+def make_graph() -> CompiledStateGraph[State, Context, InputState, State]:
+    """Compiled Speculative RAG graph with backends from settings (langgraph.json, CLI and server entry point)."""
     return build(configured_backends).compile(name="speculative_rag")

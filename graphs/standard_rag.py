@@ -13,7 +13,7 @@ from graphs.nodes.retrieve import retrieve
 from graphs.state import InputState, State
 
 
-def build(provider: BackendProvider = configured_backends) -> StateGraph:
+def build(provider: BackendProvider = configured_backends) -> StateGraph[State, Context, InputState, State]:
     """The uncompiled baseline graph."""
     g = StateGraph(State, context_schema=Context, input_schema=InputState)
     g.add_node("retrieve", bind("retrieve", retrieve, provider))
@@ -24,6 +24,6 @@ def build(provider: BackendProvider = configured_backends) -> StateGraph:
     return g
 
 
-def make_graph() -> CompiledStateGraph:
+def make_graph() -> CompiledStateGraph[State, Context, InputState, State]:
     """Compiled standard RAG graph. Backends from settings."""
     return build(configured_backends).compile(name="standard_rag")

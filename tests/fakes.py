@@ -23,7 +23,7 @@ class FakeLLM:
     reply: Callable[[ChatPrompt], str]
     judge: Callable[[str], tuple[float, float]] = lambda c: (-float(len(c.split())), 0.9)
     name: str = "fake"
-    capabilities: Capabilities = Capabilities()
+    capabilities: Capabilities = field(default_factory=Capabilities)
     context_window: int = 4096
     calls: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -31,7 +31,9 @@ class FakeLLM:
     def count_tokens(self, prompt: ChatPrompt) -> int:
         return sum(len(m.content.split()) for m in prompt.messages)
 
-    def generate(self, prompts: Sequence[ChatPrompt], *, max_tokens: int = 256, stop: Sequence[str] = ()) -> list[Generation]:
+    def generate(
+        self, prompts: Sequence[ChatPrompt], *, max_tokens: int = 256, stop: Sequence[str] = ()
+    ) -> list[Generation]:
         with self._lock:
             self.calls.append(f"generate x{len(prompts)}")
         out = []
@@ -112,5 +114,11 @@ class FakeStore:
         pass
 
     def stats(self) -> StoreStats:
-        return StoreStats(path=":memory:", documents=len(self.chunks), chunks=len(self.chunks), embedder="fake",
-                          vector_index="none", text_index="none")
+        return StoreStats(
+            path=":memory:",
+            documents=len(self.chunks),
+            chunks=len(self.chunks),
+            embedder="fake",
+            vector_index="none",
+            text_index="none",
+        )

@@ -32,7 +32,19 @@ def make_embedder(settings: EmbedderSettings) -> Embedder:
             raise ValueError(f"unknown embedder provider {other!r}: valid options are {', '.join(PROVIDERS)}")
 
 
-@lru_cache(maxsize=1)
-def get_embedder() -> Embedder:
-    """The process-wide embedder from :func:`app.settings.get_settings` (built once, model loaded lazily)."""
-    return make_embedder(get_settings().embedder)
+def get_embedder(settings: EmbedderSettings | None = None) -> Embedder:
+    """A shared embedder: one per distinct settings in this process (the model loads lazily, once).
+
+    Args:
+        settings: Embedder settings; defaults to those of :func:`app.settings.get_settings`.
+
+    Returns:
+        The embedder (the same object for equal settings).
+    """
+    chosen = settings if settings is not None else get_settings().embedder
+    return _cached_embedder(chosen.model_dump_json())
+
+
+@lru_cache(maxsize=4)
+def _cached_embedder(settings_json: str) -> Embedder:
+    return make_embedder(EmbedderSettings.model_validate_json(settings_json))

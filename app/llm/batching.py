@@ -112,9 +112,7 @@ class Coalescer(Generic[Item, Result]):
         return results, None
 
     @staticmethod
-    def _publish(
-        batch: list[_Job[Item, Result]], results: list[Result], error: BaseException | None
-    ) -> None:
+    def _publish(batch: list[_Job[Item, Result]], results: list[Result], error: BaseException | None) -> None:
         start = 0
         for job in batch:
             if error is None:

@@ -97,6 +97,7 @@ class LlamaCppModel:
         batch_generation: Decode several prompts together (False: one prompt at a time).
         prefix_cache: Reuse the KV state of the longest common token prefix between ``score`` requests.
         batch_window_s: How long concurrent ``generate`` calls are collected before a batched run.
+        flash_attn: Use flash attention (off: see ``LlamaEngine``; it made scores batch-size dependent).
     """
 
     def __init__(
@@ -110,6 +111,7 @@ class LlamaCppModel:
         batch_generation: bool = True,
         prefix_cache: bool = True,
         batch_window_s: float = 0.03,
+        flash_attn: bool = False,
     ) -> None:
         self._engine: LlamaEngine | None = LlamaEngine(
             path,
@@ -118,6 +120,7 @@ class LlamaCppModel:
             n_batch=n_batch,
             n_threads=n_threads,
             n_threads_batch=n_threads,
+            flash_attn=flash_attn,
         )
         self.path = path
         self.batch_generation = batch_generation
@@ -272,9 +275,7 @@ class LlamaCppModel:
 
     def _prefill(self, states: Sequence[_SeqState]) -> None:
         entries = [
-            Entry(tok, pos, st.seq, pos == len(st.job.ids) - 1)
-            for st in states
-            for pos, tok in enumerate(st.job.ids)
+            Entry(tok, pos, st.seq, pos == len(st.job.ids) - 1) for st in states for pos, tok in enumerate(st.job.ids)
         ]
         self.stats.prompt_tokens += len(entries)
         rows = self._decode(entries)
@@ -383,9 +384,7 @@ class LlamaCppModel:
         with self._lock:
             return self._score_ids_locked(list(ids), sorted(set(positions)), list(positions))
 
-    def _score_ids_locked(
-        self, ids: list[int], needed: list[int], order: list[int]
-    ) -> tuple[list[FloatRow], int]:
+    def _score_ids_locked(self, ids: list[int], needed: list[int], order: list[int]) -> tuple[list[FloatRow], int]:
         engine = self._require_engine()
         seq = self._score_seq
         start = _common_prefix(self._cached_ids, ids) if self.prefix_cache else 0
@@ -435,6 +434,11 @@ class LlamaCppModel:
             prompt_tokens=len(ids),
             cached_tokens=cached,
         )
+
+    def reset_prefix_cache(self) -> None:
+        """Forget the cached scoring prefix (the next ``score`` starts cold)."""
+        with self._lock:
+            self._drop_score_cache()
 
     def _drop_score_cache(self) -> None:
         if self._cached_ids:

@@ -15,13 +15,17 @@ from graphs.state import NodeTiming
 NodeFn = Callable[[Any, Context, Backends], dict[str, Any]]
 
 
-def bind(name: str, fn: NodeFn, provider: BackendProvider) -> Callable[[Any, Runtime[Context]], dict[str, Any]]:
+def bind(name: str, fn: NodeFn, provider: BackendProvider) -> Any:
     """Wrap ``fn(state, context, backends)`` as a LangGraph node ``(state, runtime)`` that also times itself.
 
     Args:
         name: Node name (recorded with the timing).
         fn: The node logic.
         provider: Maps the run's context to backends.
+
+    Returns:
+        The node callable (typed ``Any``: LangGraph's node protocols are overloads mypy cannot match to a
+        wrapper whose state argument is either ``State`` or a ``Send`` payload).
     """
 
     def node(state: Any, runtime: Runtime[Context]) -> dict[str, Any]:

@@ -31,8 +31,6 @@ def standard_answer(state: State, context: Context, backends: Backends) -> dict[
     Returns:
         ``answer`` (first line of the completion after the 'Answer:' prefill).
     """
-    prompt = prompting.load("standard_answer").chat(
-        passages=format_passages(state.passages), question=state.question
-    )
+    prompt = prompting.load("standard_answer").chat(passages=format_passages(state.passages), question=state.question)
     gen = backends.verifier.generate([prompt], max_tokens=context.answer_max_tokens, stop=["\n"])[0]
     return {"answer": gen.text.strip(), "rationale": ""}

