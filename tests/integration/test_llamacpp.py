@@ -205,3 +205,19 @@ def test_concurrent_error_goes_to_its_caller(llm: LlamaCppModel) -> None:
         t.join()
     assert isinstance(outcome.get("good"), str)
     assert isinstance(outcome.get("bad"), ContextOverflowError)
+
+
+def test_get_llm_shares_one_model_per_file(packaged_model: Callable[[str], Path]) -> None:
+    from app.llm.factory import clear_llm_cache, get_llm
+    from app.settings import LLMSettings, get_settings
+
+    path = packaged_model("smollm2-135m-instruct")
+    cache = get_settings().model_cache
+    by_name = LLMSettings(model="smollm2-135m-instruct", n_ctx=256, n_seq_max=1)
+    by_path = LLMSettings(model=str(path), n_ctx=256, n_seq_max=1)
+    try:
+        first = get_llm(by_name, threads=1, cache_dir=cache)
+        assert get_llm(by_path, threads=1, cache_dir=cache) is first
+        assert get_llm(by_name.model_copy(update={"n_ctx": 512}), threads=1, cache_dir=cache) is not first
+    finally:
+        clear_llm_cache()

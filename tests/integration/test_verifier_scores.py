@@ -51,9 +51,7 @@ def _prompt(question: str) -> ChatPrompt:
 
 @pytest.fixture(scope="module")
 def verifier(packaged_model: Callable[[str], Path]) -> Iterator[LlamaCppModel]:
-    model = LlamaCppModel(
-        packaged_model(get_settings().verifier.model), n_ctx=1024, n_seq_max=1, n_threads=2
-    )
+    model = LlamaCppModel(packaged_model(get_settings().verifier.model), n_ctx=1024, n_seq_max=1, n_threads=2)
     yield model
     model.close()
 
@@ -68,9 +66,7 @@ def test_self_containment_prefers_the_correct_draft(
     # format tokens "\nRationale" that follow are likelier after the wrong answer.)
     good_draft = _draft(good, support)
     bad_draft = _draft(bad, support)
-    scores = verifier.score(
-        [ScoreRequest(prompt=_prompt(question), continuation=d) for d in (good_draft, bad_draft)]
-    )
+    scores = verifier.score([ScoreRequest(prompt=_prompt(question), continuation=d) for d in (good_draft, bad_draft)])
     assert scores[0].logprob > scores[1].logprob
     assert scores[1].cached_tokens > 0
 

@@ -73,5 +73,5 @@ def test_large_job_runs_alone() -> None:
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_no_window_wait_when_full(n: int) -> None:
-    co = Coalescer(lambda items: items, window_s=60.0, max_items=n)
+    co: Coalescer[int, int] = Coalescer(lambda items: items, window_s=60.0, max_items=n)
     assert co.submit(list(range(n))) == list(range(n))
