@@ -19,7 +19,7 @@ from graphs import speculative_rag, standard_rag
 from graphs.backends import configured_backends
 from graphs.context import Context
 from graphs.result import RunResult, to_result
-from graphs.state import State
+from graphs.state import InputState, State
 
 GraphName = Literal["speculative", "standard"]
 
@@ -56,7 +56,7 @@ def run(question: str, context: Context, graph: GraphName = "speculative") -> Ru
     module = speculative_rag if graph == "speculative" else standard_rag
     compiled = module.make_graph()
     t0 = time.perf_counter()
-    final = compiled.invoke({"question": question.strip()}, context=context)
+    final = compiled.invoke(InputState(question=question.strip()), context=context)
     return to_result(State(**final), graph=compiled.name, seconds=time.perf_counter() - t0)
 
 
@@ -69,34 +69,39 @@ def render(result: RunResult, console: Console) -> None:
     body = Group(Text(result.answer or "(no answer)", style="bold"), Text(result.rationale, style="dim"))
     console.print(Panel(body, title=f"Answer ({result.graph})", title_align="left"))
     if result.sources:
-        console.print("Sources: " + "; ".join(f"[{s.id[:8]}] {s.title}" for s in result.sources))
+        console.print(Text("Sources: " + "; ".join(f"[{s.id[:8]}] {s.title}" for s in result.sources)))
     if result.drafts:
-        table = Table(title="Drafts (natural-log scores; total = ρ_draft + ρ_sc + ρ_sr)", show_lines=False)
-        for col in ["#", "rnd", "answer", "ρ_draft", "ρ_sc", "ρ_sr", "P(Yes)", "total", "tokens"]:
-            if col == "answer":
-                table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=48)
-            else:
-                table.add_column(col, justify="right", no_wrap=True)
-        for i, d in enumerate(result.drafts):
-            s = d.scores
-            mark = "★" if i == result.chosen else ""
-            table.add_row(
-                f"{mark}{i}",
-                str(d.round + 1),
-                " ".join(d.answer.split()),
-                _fmt(s.draft if s else None),
-                _fmt(s.self_consistency if s else None),
-                _fmt(s.self_reflection if s else None, 3),
-                _fmt(s.p_yes if s else None, 3),
-                _fmt(s.total if s else None),
-                str(d.tokens.draft),
-                style="bold green" if i == result.chosen else None,
-            )
-        console.print(table)
+        console.print(_drafts_table(result))
     for r in result.rounds:
-        console.print(f"Round {r.index + 1} [{r.query}]: {r.decision} — {r.reason}")
+        console.print(Text(f"Round {r.index + 1} ({r.query}): {r.decision}. {r.reason}"))
     walls = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
-    console.print(f"Time: {result.seconds:.2f}s ({walls})")
+    console.print(Text(f"Time: {result.seconds:.2f}s ({walls})"))
+
+
+def _drafts_table(result: RunResult) -> Table:
+    table = Table(title="Drafts: natural-log scores, total = ρ_draft + ρ_sc + ρ_sr (★ chosen)", title_justify="left")
+    table.add_column("#", justify="right", no_wrap=True)
+    if len(result.rounds) > 1:
+        table.add_column("round", justify="right", no_wrap=True)
+    table.add_column("answer", overflow="ellipsis", no_wrap=True, min_width=12, ratio=1)
+    for col in ["ρ_draft", "ρ_sc", "ρ_sr", "P(Yes)", "total", "tokens"]:
+        table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
+    for i, d in enumerate(result.drafts):
+        s = d.scores
+        cells = [f"{'★' if i == result.chosen else ''}{i}"]
+        if len(result.rounds) > 1:
+            cells.append(str(d.round + 1))
+        cells += [
+            " ".join(d.answer.split()),
+            _fmt(s.draft if s else None, 1),
+            _fmt(s.self_consistency if s else None, 1),
+            _fmt(s.self_reflection if s else None, 3),
+            _fmt(s.p_yes if s else None, 3),
+            _fmt(s.total if s else None, 1),
+            str(d.tokens.draft),
+        ]
+        table.add_row(*cells, style="bold green" if i == result.chosen else None)
+    return table
 
 
 def all_scores_finite(result: RunResult) -> bool:

@@ -15,10 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.llm.llamacpp import LlamaCppModel
 from app.llm.protocol import ChatPrompt, Generation, Message, ScoreRequest, ScoreResult

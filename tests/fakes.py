@@ -103,7 +103,9 @@ class FakeStore:
     def add(self, chunks: Sequence[Chunk]) -> int:
         raise NotImplementedError
 
-    def search(self, query, vector, *, k, mode="hybrid", exclude_ids=()):  # type: ignore[no-untyped-def]
+    def search(
+        self, query: str, vector: Sequence[float], *, k: int, mode: str = "hybrid", exclude_ids: Sequence[str] = ()
+    ) -> list[Hit]:
         self.searches.append((query, tuple(exclude_ids)))
         q = np.asarray(vector)
         cands = [c for c in self.chunks if c.id not in set(exclude_ids)]

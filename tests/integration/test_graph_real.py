@@ -22,7 +22,7 @@ from graphs import prompting, speculative_rag
 from graphs.backends import StaticBackends
 from graphs.context import Context
 from graphs.nodes.draft import format_passages
-from graphs.state import State
+from graphs.state import InputState, State
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ def backends(smol: LlamaCppModel, tmp_path_factory: pytest.TempPathFactory) -> S
 def state(backends: StaticBackends, smol: LlamaCppModel) -> State:
     runs_before = smol.stats.generate_runs
     graph = speculative_rag.build(lambda ctx: backends).compile()
-    final = State(**graph.invoke({"question": QUESTION}, context=Context(max_rounds=1, draft_max_tokens=64)))
+    final = State(**graph.invoke(InputState(question=QUESTION), context=Context(max_rounds=1, draft_max_tokens=64)))
     final.__dict__["_generate_runs"] = smol.stats.generate_runs - runs_before
     return final
 

@@ -1,6 +1,7 @@
 """Graph logic with scripted fakes: fan-out, fan-in, scoring, selection, retry routing, bounded rounds."""
 
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -8,7 +9,7 @@ from app.llm.protocol import ChatPrompt
 from graphs import speculative_rag, standard_rag
 from graphs.backends import StaticBackends
 from graphs.context import Context
-from graphs.state import State
+from graphs.state import InputState, State
 from tests.fakes import FakeEmbedder, FakeLLM, FakeStore
 
 DOCS = [
@@ -34,7 +35,9 @@ def drafter_reply(prompt: ChatPrompt) -> str:
     return f"The documents mention {title}.\nAnswer: {title}"
 
 
-def make(judge, rewrite: str = "capital city France") -> tuple[StaticBackends, FakeStore, FakeLLM]:  # type: ignore[no-untyped-def]
+def make(
+    judge: Callable[[str], tuple[float, float]], rewrite: str = "capital city France"
+) -> tuple[StaticBackends, FakeStore, FakeLLM]:
     emb = FakeEmbedder()
     store = FakeStore(emb, DOCS)
     verifier = FakeLLM(reply=lambda p: rewrite, judge=judge)
@@ -47,7 +50,7 @@ def make(judge, rewrite: str = "capital city France") -> tuple[StaticBackends, F
 
 def run(backends: StaticBackends, context: Context, question: str = "What is the capital of France?") -> State:
     graph = speculative_rag.build(lambda ctx: backends).compile()
-    return State(**graph.invoke({"question": question}, context=context))
+    return State(**graph.invoke(InputState(question=question), context=context))
 
 
 def paris_judge(continuation: str) -> tuple[float, float]:
@@ -142,6 +145,6 @@ def test_standard_rag_reads_all_passages_in_one_call() -> None:
         store=FakeStore(emb, DOCS),
     )
     graph = standard_rag.build(lambda ctx: backends).compile()
-    state = State(**graph.invoke({"question": "What is the capital of France?"}, context=Context(top_n=4)))
+    state = State(**graph.invoke(InputState(question="What is the capital of France?"), context=Context(top_n=4)))
     assert state.answer == "Paris"
     assert len(seen) == 1 and seen[0].count("<document ") == 4
