@@ -5,7 +5,6 @@ An entry-point module: it imports ``graphs`` to run them, which the rest of ``ap
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Literal
 
@@ -102,15 +101,3 @@ def _drafts_table(result: RunResult) -> Table:
         ]
         table.add_row(*cells, style="bold green" if i == result.chosen else None)
     return table
-
-
-def all_scores_finite(result: RunResult) -> bool:
-    """True when every draft has three finite scores (used by tests and the demo check)."""
-    return all(
-        d.scores is not None
-        and all(
-            v is not None and math.isfinite(v)
-            for v in (d.scores.draft, d.scores.self_consistency, d.scores.self_reflection)
-        )
-        for d in result.drafts
-    )

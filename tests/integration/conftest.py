@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,12 +10,7 @@ import pytest
 
 from app.models import ModelNotInstalledError, resolve_model
 from app.settings import get_settings
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: models must be installed)")
-    pytest.skip(reason)
+from tests.conftest import unavailable
 
 
 @pytest.fixture(scope="session")
@@ -25,11 +19,11 @@ def packaged_model() -> Callable[[str], Path]:
 
     def find(name: str) -> Path:
         if importlib.util.find_spec("llama_cpp") is None:
-            _unavailable("llama-cpp-python is not installed (run `make install`)")
+            unavailable("llama-cpp-python is not installed (run `make install`)")
         try:
             return resolve_model(name, get_settings().model_cache)
         except ModelNotInstalledError as exc:
-            _unavailable(str(exc))
+            unavailable(str(exc))
         raise AssertionError("unreachable")
 
     return find
