@@ -37,11 +37,21 @@ class CLIError(Exception):
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Error types whose message is meant for the user (imported lazily so the CLI stays fast to start)."""
+    from app.llm.protocol import BackendUnavailableError, NotSupportedError
+    from app.models import ModelNotInstalledError
     from app.store.errors import StoreError
     from app.store.loaders import IngestError
     from app.store.protocol import StoreNotFoundError
 
-    types: list[type[BaseException]] = [CLIError, IngestError, StoreError, StoreNotFoundError]
+    types: list[type[BaseException]] = [
+        CLIError,
+        IngestError,
+        StoreError,
+        StoreNotFoundError,
+        BackendUnavailableError,
+        NotSupportedError,
+        ModelNotInstalledError,
+    ]
     try:
         from app.embed.minilm import EmbedderUnavailableError
 

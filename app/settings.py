@@ -6,6 +6,8 @@ Read once from the environment (prefix ``SPECRAG_``, nested with ``__``), e.g.::
     SPECRAG_VERIFIER__MODEL=qwen2.5-coder-1.5b-instruct
     SPECRAG_LLM_THREADS=4
     SPECRAG_STORE__PATH=/data/specrag
+    SPECRAG_STORE__PROVIDER=weaviate  SPECRAG_STORE__URL=http://weaviate:8080
+    SPECRAG_CHECKPOINTER__PROVIDER=postgres  SPECRAG_CHECKPOINTER__URL=postgresql://specrag:...@db:5432/specrag
 
 Per-run knobs (top-n, number of drafts, ...) are not settings: they live in ``graphs.context.Context``.
 """
@@ -16,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,10 +27,33 @@ def _default_cache() -> Path:
 
 
 class LLMSettings(BaseModel):
-    """One language model backend."""
+    """One language model backend (the drafter and the verifier each have their own, possibly different).
 
-    provider: Literal["llamacpp"] = Field("llamacpp", description="Backend: 'llamacpp' (embedded, in-process).")
-    model: str = Field(description="A packaged model name (see `specrag models`) or a path to a GGUF file.")
+    ``SPECRAG_DRAFTER__PROVIDER=ollama`` / ``SPECRAG_VERIFIER__PROVIDER=openai`` switch backends; ``base_url``,
+    ``api_key``, ``timeout_s``, ``max_concurrency`` and ``top_logprobs`` apply to the server backends only, the
+    ``n_*`` and ``batch_window_ms`` fields to llamacpp only.
+    """
+
+    provider: Literal["llamacpp", "ollama", "openai"] = Field(
+        "llamacpp",
+        description="Backend: 'llamacpp' (embedded, in-process), 'ollama' (an Ollama server), "
+        "'openai' (an OpenAI-compatible server; prompt log-probabilities need vLLM).",
+    )
+    model: str = Field(
+        description="llamacpp: a packaged model name (see `specrag models`) or a path to a GGUF file; "
+        "ollama/openai: the model name the server knows (e.g. 'qwen2.5-coder:1.5b', 'Qwen/Qwen2.5-1.5B-Instruct')."
+    )
+    base_url: str | None = Field(
+        None,
+        description="Server URL. ollama: default $OLLAMA_HOST, else http://127.0.0.1:11434; "
+        "openai: required, e.g. http://gpu:8000/v1.",
+    )
+    api_key: SecretStr | None = Field(None, description="Bearer token for the server (openai; ollama if set).")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout for server backends (seconds).")
+    max_concurrency: int = Field(4, ge=1, description="Concurrent requests to the server (server backends).")
+    top_logprobs: int = Field(
+        20, ge=1, le=20, description="Alternatives per position requested from a server (ollama candidates)."
+    )
     n_ctx: int = Field(4096, ge=256, description="Context window per sequence (tokens).")
     n_seq_max: int = Field(8, ge=1, le=64, description="Sequences decoded together in one batch.")
     n_batch: int = Field(512, ge=32, description="Tokens per llama_decode call.")
@@ -38,17 +63,78 @@ class LLMSettings(BaseModel):
 
 
 class EmbedderSettings(BaseModel):
-    """The text embedder."""
+    """The text embedder (``SPECRAG_EMBEDDER__PROVIDER=ollama`` plus ``..__MODEL`` for an Ollama server)."""
 
-    provider: Literal["minilm"] = Field("minilm", description="'minilm': all-MiniLM-L6-v2, offline.")
+    provider: Literal["minilm", "ollama"] = Field(
+        "minilm", description="'minilm': all-MiniLM-L6-v2, offline; 'ollama': /api/embed of an Ollama server."
+    )
     batch_size: int = Field(32, ge=1, description="Texts per embedding batch.")
+    model: str | None = Field(None, description="ollama: the embedding model name (e.g. 'nomic-embed-text').")
+    base_url: str | None = Field(
+        None, description="ollama: server URL; default $OLLAMA_HOST, else http://127.0.0.1:11434."
+    )
+    timeout_s: float = Field(60.0, gt=0, description="ollama: per-request timeout (seconds).")
+    dim: int | None = Field(
+        None, ge=1, description="ollama: vector dimension; default: discovered with one request on first use."
+    )
 
 
 class StoreSettings(BaseModel):
-    """The vector store."""
+    """The vector store.
 
-    provider: Literal["lancedb"] = Field("lancedb", description="'lancedb': embedded, on disk.")
-    path: Path = Field(Path(".specrag/store"), description="Directory of the default knowledge base.")
+    With ``lancedb`` a knowledge base is a directory (``path``). With ``weaviate`` it is a tenant of one
+    multi-tenant collection on a Weaviate server; the tenant name is ``tenant`` if set, else the last component of
+    the store path (``--store kb/`` is tenant ``kb``).
+    """
+
+    provider: Literal["lancedb", "weaviate"] = Field(
+        "lancedb", description="'lancedb': embedded, on disk; 'weaviate': a Weaviate server (url, grpc_port)."
+    )
+    path: Path = Field(
+        Path(".specrag/store"),
+        description="Default knowledge base: a directory (lancedb) or, by its last component, a tenant (weaviate).",
+    )
+    url: str = Field("http://localhost:8080", description="Weaviate REST endpoint (http or https).")
+    grpc_port: int = Field(50051, ge=1, le=65535, description="Weaviate gRPC port (same host as url).")
+    api_key: SecretStr | None = Field(None, description="Weaviate API key (sent as a bearer token); none if unset.")
+    collection: str = Field(
+        "SpecragChunk", pattern=r"^[A-Z][_0-9A-Za-z]*$", description="Weaviate collection (class) holding chunks."
+    )
+    tenant: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Tenant of the default knowledge base (weaviate); default: the last component of path.",
+    )
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="Hybrid weight (weaviate): 1 = pure vector, 0 = pure BM25.")
+    fusion: Literal["relative_score", "ranked"] = Field(
+        "relative_score",
+        description="Hybrid fusion (weaviate): 'relative_score' (min-max normalised scores, Weaviate's default) "
+        "or 'ranked' (reciprocal rank fusion, as the embedded store).",
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Weaviate query and insert timeout (seconds).")
+    init_timeout_s: float = Field(5.0, gt=0, description="Weaviate connect/readiness timeout (seconds).")
+    batch_size: int = Field(200, ge=1, description="Objects per Weaviate batch request.")
+
+
+class CheckpointerSettings(BaseModel):
+    """Where LangGraph keeps thread state (chat threads, interrupts, history)."""
+
+    provider: Literal["memory", "sqlite", "postgres"] = Field(
+        "sqlite", description="'memory' (lost on exit), 'sqlite' (one file, one process), 'postgres' (shared)."
+    )
+    path: Path = Field(Path(".specrag/checkpoints.sqlite"), description="SQLite database file (sqlite).")
+    url: SecretStr | None = Field(
+        None, description="Postgres connection URL, e.g. postgresql://user:pass@host:5432/db (postgres)."
+    )
+    pool_size: int = Field(10, ge=1, description="Postgres connections in the pool (postgres).")
+
+
+class TraceSettings(BaseModel):
+    """Where run traces are kept (``specrag trace RUN_ID``; later GET /v1/traces/{run_id})."""
+
+    path: Path = Field(
+        Path(".specrag/traces.sqlite"), description="SQLite file with one JSON trace per run (created on first run)."
+    )
 
 
 class Settings(BaseSettings):
@@ -60,6 +146,8 @@ class Settings(BaseSettings):
     verifier: LLMSettings = LLMSettings(model="qwen2.5-coder-1.5b-instruct")
     embedder: EmbedderSettings = EmbedderSettings()
     store: StoreSettings = StoreSettings()
+    checkpointer: CheckpointerSettings = CheckpointerSettings()
+    traces: TraceSettings = TraceSettings()
     llm_threads: int = Field(2, ge=1, description="CPU threads per model (n_threads).")
     model_cache: Path = Field(
         default_factory=lambda: _default_cache() / "models",

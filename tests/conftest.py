@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,20 @@ def dev_dir() -> Path:
     if not (path / "questions.jsonl").is_file():
         unavailable(f"shared eval data not found at {path} (set SPECRAG_SHARED_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def packaged_model() -> Callable[[str], Path]:
+    """A function: packaged model name -> assembled GGUF path (skips if it cannot be provided)."""
+    from app.models import ModelNotInstalledError, resolve_model
+
+    def find(name: str) -> Path:
+        if importlib.util.find_spec("llama_cpp") is None:
+            unavailable("llama-cpp-python is not installed (run `make install`)")
+        try:
+            return resolve_model(name, get_settings().model_cache)
+        except ModelNotInstalledError as exc:
+            unavailable(str(exc))
+        raise AssertionError("unreachable")
+
+    return find

@@ -6,13 +6,13 @@ import hashlib
 import math
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from app.llm.protocol import Capabilities, ChatPrompt, Generation, ScoreRequest, ScoreResult
+from app.llm.protocol import Capabilities, ChatPrompt, Generation, ScoreKind, ScoreRequest, ScoreResult
 from app.store.protocol import Chunk, Hit, StoreStats
 
 
@@ -69,6 +69,9 @@ class FakeLLM:
     def next_token_logprobs(self, prompt: ChatPrompt, candidates: Sequence[str]) -> dict[str, float]:
         return {c: -1.0 for c in candidates}
 
+    def provenance(self, kind: ScoreKind) -> str:
+        return f"scripted {kind} ({self.name})"
+
 
 class FakeEmbedder:
     """Hashed bag of words, 64-d, unit length: texts sharing words are close."""
@@ -104,11 +107,19 @@ class FakeStore:
         raise NotImplementedError
 
     def search(
-        self, query: str, vector: Sequence[float], *, k: int, mode: str = "hybrid", exclude_ids: Sequence[str] = ()
+        self,
+        query: str,
+        vector: Sequence[float],
+        *,
+        k: int,
+        mode: str = "hybrid",
+        exclude_ids: Sequence[str] = (),
+        where: Mapping[str, str] | None = None,
     ) -> list[Hit]:
         self.searches.append((query, tuple(exclude_ids)))
         q = np.asarray(vector)
         cands = [c for c in self.chunks if c.id not in set(exclude_ids)]
+        cands = [c for c in cands if all(getattr(c, key) == value for key, value in (where or {}).items())]
         scored = sorted(cands, key=lambda c: (-float(np.dot(q, c.vector)), c.id))
         return [Hit(chunk=c, score=float(np.dot(q, c.vector))) for c in scored[:k]]
 

@@ -7,14 +7,14 @@ from functools import lru_cache
 from app.embed.protocol import Embedder
 from app.settings import EmbedderSettings, get_settings
 
-PROVIDERS = ("minilm",)
+PROVIDERS = ("minilm", "ollama")
 
 
 def make_embedder(settings: EmbedderSettings) -> Embedder:
     """A new embedder for the settings (the model itself loads lazily, on first use).
 
     Args:
-        settings: Which provider, and its batch size.
+        settings: Which provider, its model and server (ollama), and the batch size.
 
     Returns:
         The embedder.
@@ -28,6 +28,18 @@ def make_embedder(settings: EmbedderSettings) -> Embedder:
             from app.embed.minilm import MiniLMEmbedder
 
             return MiniLMEmbedder(batch_size=settings.batch_size)
+        case "ollama":
+            from app.embed.ollama import OllamaEmbedder
+
+            if not settings.model:
+                raise ValueError("embedder provider 'ollama' needs a model (SPECRAG_EMBEDDER__MODEL=nomic-embed-text)")
+            return OllamaEmbedder(
+                settings.model,
+                base_url=settings.base_url,
+                timeout_s=settings.timeout_s,
+                batch_size=settings.batch_size,
+                dim=settings.dim,
+            )
         case other:
             raise ValueError(f"unknown embedder provider {other!r}: valid options are {', '.join(PROVIDERS)}")
 

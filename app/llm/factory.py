@@ -8,7 +8,7 @@ from pathlib import Path
 from app.llm.protocol import LanguageModel
 from app.settings import LLMSettings
 
-PROVIDERS = ("llamacpp",)
+PROVIDERS = ("llamacpp", "ollama", "openai")
 
 
 def make_llm(settings: LLMSettings, *, threads: int, cache_dir: Path) -> LanguageModel:
@@ -35,6 +35,33 @@ def make_llm(settings: LLMSettings, *, threads: int, cache_dir: Path) -> Languag
                 n_threads=threads,
                 batch_window_s=settings.batch_window_ms / 1000.0,
             )
+        case "ollama":
+            from app.llm.ollama import OllamaModel
+
+            return OllamaModel(
+                settings.model,
+                base_url=settings.base_url,
+                timeout_s=settings.timeout_s,
+                max_concurrency=settings.max_concurrency,
+                top_logprobs=settings.top_logprobs,
+                context_window=settings.n_ctx,
+                api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            )
+        case "openai":
+            from app.llm.openai_compat import OpenAICompatModel
+
+            if not settings.base_url:
+                raise ValueError(
+                    "provider 'openai' needs base_url (e.g. SPECRAG_VERIFIER__BASE_URL=http://gpu:8000/v1)"
+                )
+            return OpenAICompatModel(
+                settings.model,
+                base_url=settings.base_url,
+                api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+                timeout_s=settings.timeout_s,
+                max_concurrency=settings.max_concurrency,
+                context_window=settings.n_ctx,
+            )
         case other:
             raise ValueError(f"Unknown LLM provider {other!r}; valid: {', '.join(PROVIDERS)}")
 
@@ -42,8 +69,9 @@ def make_llm(settings: LLMSettings, *, threads: int, cache_dir: Path) -> Languag
 def get_llm(settings: LLMSettings, *, threads: int, cache_dir: Path) -> LanguageModel:
     """A process-wide shared backend.
 
-    Settings that resolve to the same model file (e.g. a drafter named by its packaged name and a
-    verifier given the assembled path) with the same context parameters share one loaded model.
+    For llamacpp, settings that resolve to the same model file (e.g. a drafter named by its packaged name and a
+    verifier given the assembled path) with the same context parameters share one loaded model. Server backends
+    are shared when their settings are equal.
     """
     resolved = settings
     if settings.provider == "llamacpp":

@@ -228,6 +228,10 @@ class LlamaEngine:
         """Remove positions ``[p0, p1)`` of ``seq`` from KV memory (negative bounds are open)."""
         return bool(self._lib.llama_memory_seq_rm(self._mem, seq, p0, p1))
 
+    def seq_cp(self, src: int, dst: int) -> None:
+        """Copy all KV cells of ``src`` to ``dst`` (across KV streams: bit-identical to decoding them again)."""
+        self._lib.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+
     def seq_clear(self, seq: int) -> None:
         """Remove a whole sequence from KV memory."""
         self._lib.llama_memory_seq_rm(self._mem, seq, -1, -1)

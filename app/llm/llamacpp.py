@@ -2,7 +2,9 @@
 
 * ``generate`` decodes several prompts in one ``llama_batch`` (distinct seq_ids; logits only at each
   prompt's last token, then one token per live sequence per step) and records the full-vocabulary
-  log-softmax of every chosen token. Concurrent single-prompt callers (LangGraph ``Send`` branches
+  log-softmax of every chosen token. A token prefix shared by all prompts of a batch is decoded once
+  and its KV cells copied to the other sequences (``llama_memory_seq_cp``). Concurrent single-prompt
+  callers (LangGraph ``Send`` branches
   run in threads) are coalesced into one batched run (see ``app.llm.batching``).
 * ``score`` concatenates token ids of separately tokenised segments (prompt + prefill, continuation,
   tail that closes the turn + follow-up + new assistant turn), asks for logits only where needed,
@@ -26,11 +28,15 @@ from app.llm.protocol import (
     ChatPrompt,
     ContextOverflowError,
     Generation,
+    ScoreKind,
     ScoreRequest,
     ScoreResult,
 )
 
 FinishReason = Literal["stop", "length"]
+
+# Batched prompts sharing at least this many leading tokens decode them once (KV copied to the others).
+_MIN_SHARED_PREFIX = 8
 
 
 @dataclass
@@ -46,6 +52,7 @@ class LlamaStats:
         generate_calls: ``generate`` calls.
         generate_runs: Batched generation runs (fewer than calls when concurrent calls were coalesced).
         score_requests: Scored requests.
+        shared_prefix_tokens: Prompt tokens not decoded because batched prompts shared a prefix (copied KV).
     """
 
     prompt_tokens: int = 0
@@ -56,6 +63,7 @@ class LlamaStats:
     generate_calls: int = 0
     generate_runs: int = 0
     score_requests: int = 0
+    shared_prefix_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,17 @@ class LlamaCppModel:
     def capabilities(self) -> Capabilities:
         """Everything is computed genuinely."""
         return Capabilities(batched_generation=True, prefix_cache=True)
+
+    def provenance(self, kind: ScoreKind) -> str:
+        """How each kind of log-probability is computed (in-process, full-vocabulary log-softmax)."""
+        where = f"llama.cpp in-process ({self._name}, {self.path.name})"
+        match kind:
+            case "generate":
+                return f"sum of generated-token log-probabilities, full-vocabulary log-softmax, {where}"
+            case "score":
+                return f"teacher-forced log-probability from the logits of one forward pass, {where}"
+            case "candidates":
+                return f"next-token log-probability of each candidate's first token, exact over the vocabulary, {where}"
 
     @property
     def context_window(self) -> int:
@@ -274,10 +293,24 @@ class LlamaCppModel:
         return [self._to_generation(st) for st in states]
 
     def _prefill(self, states: Sequence[_SeqState]) -> None:
+        """Decode the prompts; a token prefix that all prompts share is decoded once and its KV copied."""
+        engine = self._require_engine()
+        shared = _shared_prefix([st.job.ids for st in states]) if len(states) > 1 else 0
+        if shared >= _MIN_SHARED_PREFIX:
+            first = states[0]
+            self._decode([Entry(tok, pos, first.seq, False) for pos, tok in enumerate(first.job.ids[:shared])])
+            for st in states[1:]:
+                engine.seq_cp(first.seq, st.seq)
+            self.stats.shared_prefix_tokens += shared * (len(states) - 1)
+        else:
+            shared = 0
         entries = [
-            Entry(tok, pos, st.seq, pos == len(st.job.ids) - 1) for st in states for pos, tok in enumerate(st.job.ids)
+            Entry(tok, pos, st.seq, pos == len(st.job.ids) - 1)
+            for st in states
+            for pos, tok in enumerate(st.job.ids)
+            if pos >= shared
         ]
-        self.stats.prompt_tokens += len(entries)
+        self.stats.prompt_tokens += shared + len(entries)
         rows = self._decode(entries)
         for st, row in zip(states, rows, strict=True):
             st.row = row
@@ -465,6 +498,12 @@ class LlamaCppModel:
 
     def __repr__(self) -> str:
         return f"LlamaCppModel(name={self._name!r}, path={str(self.path)!r})"
+
+
+def _shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all prompts share, leaving each at least one token of its own to decode."""
+    n = min(_common_prefix(prompts[0], p) for p in prompts[1:])
+    return min(n, min(len(p) for p in prompts) - 1)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -106,17 +106,41 @@ class ScoreResult:
 
 @dataclass(frozen=True, kw_only=True)
 class Capabilities:
-    """What a backend can compute genuinely (never substituted silently)."""
+    """What a backend can compute genuinely (never substituted silently).
+
+    Attributes:
+        generate_logprobs: ``generate`` returns the log-probability of every generated token.
+        score_continuation: ``score`` computes teacher-forced log-probabilities of a given continuation
+            (and of candidates after a follow-up turn): what the verifier needs for ρ_sc and ρ_sr.
+        next_token_logprobs: ``next_token_logprobs`` returns log-probabilities of candidate next tokens.
+        exact_candidates: candidate log-probabilities are exact for every candidate; False when they are
+            read from a top-k list (a candidate outside the top k gets ``-inf``, a lower bound).
+        batched_generation: several prompts are decoded together.
+        prefix_cache: a shared prompt prefix is computed once.
+    """
 
     generate_logprobs: bool = True
     score_continuation: bool = True
     next_token_logprobs: bool = True
+    exact_candidates: bool = True
     batched_generation: bool = False
     prefix_cache: bool = False
 
 
+ScoreKind = Literal["generate", "score", "candidates"]
+"""What a log-probability measures: generated tokens, a teacher-forced continuation, candidate next tokens."""
+
+
 class ContextOverflowError(ValueError):
     """A prompt does not fit in the model's context window."""
+
+
+class BackendUnavailableError(RuntimeError):
+    """A model server cannot be reached, timed out, or does not serve the model (the message says which)."""
+
+
+class NotSupportedError(NotImplementedError):
+    """The backend cannot compute this genuinely (see ``Capabilities``); nothing is approximated."""
 
 
 @runtime_checkable
@@ -157,9 +181,21 @@ class LanguageModel(Protocol):
         ...
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        """Teacher-forced log-probabilities (see ``ScoreRequest``)."""
+        """Teacher-forced log-probabilities (see ``ScoreRequest``).
+
+        Raises:
+            NotSupportedError: the backend cannot compute them (``capabilities.score_continuation`` is False).
+        """
         ...
 
     def next_token_logprobs(self, prompt: ChatPrompt, candidates: Sequence[str]) -> dict[str, float]:
         """log P(candidate as the next token) after the prompt, for each candidate."""
+        ...
+
+    def provenance(self, kind: ScoreKind) -> str:
+        """How this backend obtains log-probabilities of ``kind``, in words (written into traces).
+
+        Raises:
+            NotSupportedError: the backend cannot compute ``kind``.
+        """
         ...

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from app.embed.protocol import Embedder
 from app.store.errors import EmbedderMismatchError, StoreError
-from app.store.protocol import Chunk, Hit, SearchMode, StoreNotFoundError, StoreStats
+from app.store.protocol import Chunk, Hit, SearchMode, StoreNotFoundError, StoreStats, check_where
 
 TABLE_NAME = "chunks"
 META_FILE = "specrag-store.json"
@@ -339,6 +339,7 @@ class LanceDBStore:
         k: int,
         mode: SearchMode = "hybrid",
         exclude_ids: Sequence[str] = (),
+        where: Mapping[str, str] | None = None,
     ) -> list[Hit]:
         """Top-k chunks for the query, best first, skipping ``exclude_ids``.
 
@@ -348,22 +349,26 @@ class LanceDBStore:
             k: How many hits.
             mode: ``hybrid`` (RRF of vector and BM25 rankings), ``vector`` or ``text``.
             exclude_ids: Chunk ids to leave out.
+            where: Exact-match metadata filter: ``{"doc_id": ..., "title": ...}`` (either or both).
 
         Returns:
             Hits, best first; scores are cosine similarity (vector), BM25 (text) or the RRF sum (hybrid). Ties are
             broken by chunk id, so results are deterministic.
         """
+        check_where(where)
         if k <= 0:
             return []
-        where = f"id NOT IN ({_id_list(exclude_ids)})" if exclude_ids else None
+        clauses = [f"id NOT IN ({_id_list(exclude_ids)})"] if exclude_ids else []
+        clauses += [f"{key} = {_sql_str(value)}" for key, value in sorted((where or {}).items())]
+        sql = " AND ".join(clauses) or None
         match mode:
             case "vector":
-                return self._vector_search(vector, k, where)
+                return self._vector_search(vector, k, sql)
             case "text":
-                return self._text_search(query, k, where)
+                return self._text_search(query, k, sql)
             case "hybrid":
                 n = max(HYBRID_CANDIDATES, 2 * k)
-                return self._fuse([self._vector_search(vector, n, where), self._text_search(query, n, where)], k)
+                return self._fuse([self._vector_search(vector, n, sql), self._text_search(query, n, sql)], k)
             case other:
                 raise ValueError(f"unknown search mode {other!r}: valid options are hybrid, vector, text")
 

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 SearchMode = Literal["hybrid", "vector", "text"]
+WHERE_KEYS = ("doc_id", "title")
+"""Chunk fields a search can be restricted to (exact match): see :meth:`VectorStore.search`."""
+
+
+def check_where(where: Mapping[str, str] | None) -> None:
+    """Refuse a metadata filter on unknown fields.
+
+    Args:
+        where: ``{field: value}`` with fields from :data:`WHERE_KEYS`, or ``None``.
+
+    Raises:
+        ValueError: An unknown field or a non-string value.
+    """
+    for key, value in (where or {}).items():
+        if key not in WHERE_KEYS:
+            raise ValueError(f"cannot filter on {key!r}: valid fields are {', '.join(WHERE_KEYS)}")
+        if not isinstance(value, str):
+            raise ValueError(f"filter value for {key!r} must be a string, got {type(value).__name__}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,8 +90,13 @@ class VectorStore(Protocol):
         k: int,
         mode: SearchMode = "hybrid",
         exclude_ids: Sequence[str] = (),
+        where: Mapping[str, str] | None = None,
     ) -> list[Hit]:
-        """Top-k chunks for the query, best first, skipping ``exclude_ids``."""
+        """Top-k chunks for the query, best first, skipping ``exclude_ids``.
+
+        ``where`` restricts the search to chunks whose fields equal the given values (fields: ``doc_id``,
+        ``title``; all must match). Callers that do not pass it are unaffected.
+        """
         ...
 
     def optimize(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from app.llm.protocol import Message, ScoreRequest
+from app.llm.protocol import LanguageModel, Message, NotSupportedError, ScoreRequest
 from graphs import prompting
 from graphs.backends import Backends
 from graphs.context import Context
@@ -26,6 +26,7 @@ def verify(state: State, context: Context, backends: Backends) -> dict[str, Any]
     pending = [d for d in state.drafts if d.scores is None]
     if not pending:
         return {}
+    require_scoring(backends.verifier)
     template = prompting.load("verifier")
     prompt = template.chat(question=state.question)
     followup = (Message(role="user", content=template.text("followup")),)
@@ -40,11 +41,25 @@ def verify(state: State, context: Context, backends: Backends) -> dict[str, Any]
     ]
     results = backends.verifier.score(requests)
     method = {
-        "draft": f"sum of generated-token log-probabilities ({backends.drafter.name})",
-        "self_consistency": f"teacher-forced log-probability of answer + rationale ({backends.verifier.name})",
-        "self_reflection": f"next-token log-probability of 'Yes', same forward pass ({backends.verifier.name})",
+        "draft": backends.drafter.provenance("generate"),
+        "self_consistency": f"log P(answer + rationale | question): {backends.verifier.provenance('score')}",
+        "self_reflection": f"log P('Yes' | follow-up): {backends.verifier.provenance('candidates')}",
     }
     scored = [
         dataclasses.replace(d, scores=combine(d, r, context, method)) for d, r in zip(pending, results, strict=True)
     ]
     return {"drafts": scored}
+
+
+def require_scoring(verifier: LanguageModel) -> None:
+    """Refuse a verifier that cannot compute ρ_sc and ρ_sr genuinely (nothing is approximated in its place).
+
+    Raises:
+        NotSupportedError: the verifier backend lacks teacher-forced scoring; the message names the setting.
+    """
+    caps = verifier.capabilities
+    if not (caps.score_continuation and caps.next_token_logprobs):
+        raise NotSupportedError(
+            f"the verifier backend {verifier.name!r} cannot compute teacher-forced log-probabilities (ρ_sc) and the "
+            "follow-up P('Yes') (ρ_sr); set SPECRAG_VERIFIER__PROVIDER=llamacpp or openai (a vLLM server)"
+        )

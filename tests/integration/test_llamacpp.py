@@ -72,6 +72,19 @@ def test_batched_equals_sequential(llm: LlamaCppModel) -> None:
         assert b.token_logprobs[0] == pytest.approx(s.token_logprobs[0], abs=TOL_MAX)
 
 
+def test_shared_prompt_prefix_is_decoded_once_with_the_same_results(llm: LlamaCppModel) -> None:
+    """Prompts with a long common prefix: the prefix KV is copied across sequences, outputs are unchanged."""
+    head = "Answer in one word. " * 6
+    prompts = [_prompt(head + q) for q in ("What colour is the sky?", "What is frozen water?", "Name a fruit.")]
+    before = llm.stats.shared_prefix_tokens
+    batched = llm.generate(prompts, max_tokens=8)
+    assert llm.stats.shared_prefix_tokens - before >= 2 * 30  # two sequences reused a prefix of 30+ tokens
+    sequential = llm.generate_sequential(prompts, max_tokens=8)
+    for b, s in zip(batched, sequential, strict=True):
+        assert b.text == s.text
+        assert b.token_logprobs[0] == pytest.approx(s.token_logprobs[0], abs=TOL_MAX)
+
+
 def test_stop_string_trims_text_and_logprobs(llm: LlamaCppModel) -> None:
     prompt = _prompt("List the numbers from 1 to 10, separated by commas.")
     (full,) = llm.generate([prompt], max_tokens=24)

@@ -148,3 +148,29 @@ def test_standard_rag_reads_all_passages_in_one_call() -> None:
     state = State(**graph.invoke(InputState(question="What is the capital of France?"), context=Context(top_n=4)))
     assert state.answer == "Paris"
     assert len(seen) == 1 and seen[0].count("<document ") == 4
+
+
+def test_trace_says_how_each_score_was_obtained() -> None:
+    state = run(make(paris_judge)[0], Context(seed=3))
+    scores = state.drafts[0].scores
+    assert scores is not None
+    assert set(scores.method) == {"draft", "self_consistency", "self_reflection"}
+    assert "scripted score (fake)" in scores.method["self_consistency"]
+    assert "scripted candidates (fake)" in scores.method["self_reflection"]
+
+
+def test_verifier_without_teacher_forcing_is_refused_never_substituted() -> None:
+    from app.llm.protocol import Capabilities, NotSupportedError
+
+    backends, _, _ = make(paris_judge)
+    ollama_like = FakeLLM(
+        reply=lambda p: "x",
+        name="ollama:qwen",
+        capabilities=Capabilities(score_continuation=False, exact_candidates=False),
+    )
+    backends = StaticBackends(
+        drafter=backends.drafter, verifier=ollama_like, embedder=backends.embedder, store=backends.store
+    )
+    with pytest.raises(NotSupportedError, match="SPECRAG_VERIFIER__PROVIDER=llamacpp or openai"):
+        run(backends, Context(seed=3))
+    assert not any(c.startswith("score") for c in ollama_like.calls)

@@ -19,3 +19,48 @@ def test_unknown_provider_lists_valid_options(tmp_path: Path) -> None:
 def test_unknown_model_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="smollm2-135m-instruct"):
         make_llm(LLMSettings(model="no-such-model"), threads=1, cache_dir=tmp_path)
+
+
+def test_server_providers_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from app.embed.factory import make_embedder
+    from app.embed.ollama import OllamaEmbedder
+    from app.llm.ollama import OllamaModel
+    from app.llm.openai_compat import OpenAICompatModel
+    from app.settings import Settings
+
+    monkeypatch.setenv("SPECRAG_DRAFTER__PROVIDER", "ollama")
+    monkeypatch.setenv("SPECRAG_DRAFTER__MODEL", "qwen2.5-coder:0.5b")
+    monkeypatch.setenv("SPECRAG_DRAFTER__BASE_URL", "http://ollama:11434")
+    monkeypatch.setenv("SPECRAG_VERIFIER__PROVIDER", "openai")
+    monkeypatch.setenv("SPECRAG_VERIFIER__MODEL", "Qwen/Qwen2.5-1.5B-Instruct")
+    monkeypatch.setenv("SPECRAG_VERIFIER__BASE_URL", "http://gpu:8000/v1")
+    monkeypatch.setenv("SPECRAG_VERIFIER__API_KEY", "secret")
+    monkeypatch.setenv("SPECRAG_EMBEDDER__PROVIDER", "ollama")
+    monkeypatch.setenv("SPECRAG_EMBEDDER__MODEL", "nomic-embed-text")
+    s = Settings()
+    assert "secret" not in repr(s.verifier)
+    drafter = make_llm(s.drafter, threads=1, cache_dir=tmp_path)
+    verifier = make_llm(s.verifier, threads=1, cache_dir=tmp_path)
+    assert isinstance(drafter, OllamaModel) and drafter.base_url == "http://ollama:11434"
+    assert isinstance(verifier, OpenAICompatModel) and verifier.base_url == "http://gpu:8000/v1"
+    assert not drafter.capabilities.score_continuation and verifier.capabilities.score_continuation
+    assert isinstance(make_embedder(s.embedder), OllamaEmbedder)
+
+
+def test_ollama_host_is_the_default_base_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", "otherhost:1234")
+    llm = make_llm(LLMSettings(provider="ollama", model="m"), threads=1, cache_dir=tmp_path)
+    assert llm.provenance("generate").endswith("at http://otherhost:1234")
+
+
+def test_openai_needs_a_base_url(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="SPECRAG_VERIFIER__BASE_URL"):
+        make_llm(LLMSettings(provider="openai", model="m"), threads=1, cache_dir=tmp_path)
+
+
+def test_ollama_embedder_needs_a_model() -> None:
+    from app.embed.factory import make_embedder
+    from app.settings import EmbedderSettings
+
+    with pytest.raises(ValueError, match="SPECRAG_EMBEDDER__MODEL"):
+        make_embedder(EmbedderSettings(provider="ollama"))
