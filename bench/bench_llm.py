@@ -21,6 +21,9 @@ from app.llm.llamacpp import LlamaCppModel
 from app.llm.protocol import ChatPrompt, Generation, Message, ScoreRequest, ScoreResult
 from app.models import resolve_model
 from app.settings import LLMSettings, get_settings
+from graphs import prompting
+from graphs.nodes.draft import format_passages, parse_draft
+from graphs.state import Passage
 
 T = TypeVar("T")
 
@@ -123,12 +126,14 @@ CASES: list[tuple[str, str, str]] = [
     ),
 ]
 
-DRAFT_INSTRUCTION = (
-    "Response to the instruction. Also provide rationale for your response.\n"
-    "## Instruction: {question}\n\n## Evidence:\n[1] {p1}\n[2] {p2}\n\n"
-    "Write the rationale first, then the answer, as:\nRationale: ...\nAnswer: ..."
-)
-REFLECTION = (Message(role="user", content="Do you think the rationale supports the answer? (Yes or No)"),)
+
+def _passages() -> list[Passage]:
+    """The ten evidence passages of CASES as retrieved passages (one pool, as retrieval would return)."""
+    texts = [(i, t) for i, (_, *ps) in enumerate(CASES) for t in ps]
+    return [
+        Passage(id=f"p{j}", doc_id=f"d{i}", title=f"Document {j + 1}", text=t, score=1.0, round=0)
+        for j, (i, t) in enumerate(texts)
+    ]
 
 
 @dataclass
@@ -171,14 +176,13 @@ def _load(settings: LLMSettings, threads: int, n_seq_max: int) -> LlamaCppModel:
 
 
 def draft_prompts(n: int) -> list[ChatPrompt]:
-    """Drafter prompts: question + two passages, assistant turn pre-filled with "Rationale:"."""
-    return [
-        ChatPrompt(
-            messages=(Message(role="user", content=DRAFT_INSTRUCTION.format(question=q, p1=p1, p2=p2)),),
-            prefill="Rationale:",
-        )
-        for q, p1, p2 in (CASES[i % len(CASES)] for i in range(n))
-    ]
+    """The product's drafter prompts (prompts/drafter.md) for ONE question, each with a different pair of
+    passages from the pool, exactly as the graph builds them: question of CASES[0], subsets (0,1), (0,2), ..."""
+    pool = _passages()
+    question = CASES[0][0]
+    pairs = [(0, j) for j in range(1, len(pool))]
+    template = prompting.load("drafter")
+    return [template.chat(passages=format_passages([pool[a], pool[b]]), question=question) for a, b in pairs[:n]]
 
 
 def bench_drafter(
@@ -212,9 +216,22 @@ def bench_drafter(
 
 
 def _score_requests(question: str, drafts: Sequence[str], context: str) -> list[ScoreRequest]:
-    content = f"{context}Question: {question}" if context else f"Question: {question}"
-    prompt = ChatPrompt(messages=(Message(role="user", content=content),))
-    return [ScoreRequest(prompt=prompt, continuation=d, followup=REFLECTION, candidates=("Yes", "No")) for d in drafts]
+    """The product's verifier requests (prompts/verifier.md); ``context`` optionally puts passages in the prefix."""
+    template = prompting.load("verifier")
+    base = template.chat(question=question)
+    prompt = base
+    if context:
+        user = Message(role="user", content=context + base.messages[-1].content)
+        prompt = ChatPrompt(messages=(*base.messages[:-1], user), prefill=base.prefill)
+    followup = (Message(role="user", content=template.text("followup")),)
+    requests = []
+    for d in drafts:
+        rationale, answer, _ = parse_draft(d)
+        continuation = template.text("continuation", answer=answer, rationale=rationale)
+        requests.append(
+            ScoreRequest(prompt=prompt, continuation=continuation, followup=followup, candidates=("Yes", "No"))
+        )
+    return requests
 
 
 def _score_pass(model: LlamaCppModel, requests: Sequence[ScoreRequest], cache: bool) -> list[ScoreResult]:
