@@ -1,11 +1,11 @@
 """Running a graph for one question and rendering the result (used by ``specrag ask``).
 
-An entry-point module: it imports ``graphs`` to run them, which the rest of ``app`` never does.
+An entry-point module: it imports ``graphs`` to run them, which the rest of ``app`` never does (``app.trace``,
+which records runs, excepted). Every run leaves a trace (``specrag trace RUN_ID``).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 from rich.console import Console, Group
@@ -14,11 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from app.llm.protocol import ContextOverflowError
+from app.trace.capture import run_traced
+from app.trace.store import TraceStore, open_trace_store
 from graphs import speculative_rag, standard_rag
-from graphs.backends import configured_backends
+from graphs.backends import BackendProvider, configured_backends
 from graphs.context import Context
-from graphs.result import RunResult, to_result
-from graphs.state import InputState, State
+from graphs.result import RunResult
 
 GraphName = Literal["speculative", "standard"]
 
@@ -30,11 +31,13 @@ class BadQuestionError(ValueError):
     """The question is empty or cannot fit the models' context windows."""
 
 
-def check_question(question: str, context: Context, graph: GraphName) -> None:
+def check_question(
+    question: str, context: Context, graph: GraphName, provider: BackendProvider = configured_backends
+) -> None:
     """Fail fast on an empty question, a missing store, or a question too long for the context window."""
     if not question.strip():
         raise BadQuestionError("the question is empty")
-    backends = configured_backends(context)
+    backends = provider(context)
     _ = backends.store  # raises StoreNotFoundError before any model is loaded
     models = [backends.verifier] if graph == "standard" else [backends.drafter, backends.verifier]
     from graphs import prompting
@@ -49,14 +52,42 @@ def check_question(question: str, context: Context, graph: GraphName) -> None:
             )
 
 
-def run(question: str, context: Context, graph: GraphName = "speculative") -> RunResult:
-    """Run one question through a graph with the configured backends."""
-    check_question(question, context, graph)
+def run(
+    question: str,
+    context: Context,
+    graph: GraphName = "speculative",
+    *,
+    traces: TraceStore | None = None,
+    run_id: str = "",
+    thread_id: str | None = None,
+    provider: BackendProvider | None = None,
+) -> RunResult:
+    """Run one question through a graph and save the run's trace.
+
+    Args:
+        question: The question.
+        context: Per-run knobs.
+        graph: Which graph.
+        traces: Where the trace goes (default: the SQLite file at ``SPECRAG_TRACES__PATH``).
+        run_id: The run id (32 hex digits; a fresh one when empty).
+        thread_id: Recorded with the trace.
+        provider: Backends (default: from settings; tests pass fakes).
+
+    Returns:
+        The result, with ``run_id`` set when the trace was saved.
+
+    Raises:
+        BadQuestionError, ContextOverflowError, StoreNotFoundError: Before the run starts (no trace).
+        Exception: Whatever the graph raised, after its partial trace was saved (the exception carries a note
+            with the run id).
+    """
+    check_question(question, context, graph, provider or configured_backends)
+    store = traces if traces is not None else open_trace_store()
     module = speculative_rag if graph == "speculative" else standard_rag
-    compiled = module.make_graph()
-    t0 = time.perf_counter()
-    final = compiled.invoke(InputState(question=question.strip()), context=context)
-    return to_result(State(**final), graph=compiled.name, seconds=time.perf_counter() - t0)
+    compiled = module.make_graph() if provider is None else module.build(provider).compile(name=f"{graph}_rag")
+    trace = run_traced(compiled, question.strip(), context, traces=store, run_id=run_id, thread_id=thread_id)
+    assert trace.result is not None
+    return trace.result
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -75,6 +106,8 @@ def render(result: RunResult, console: Console) -> None:
         console.print(Text(f"Round {r.index + 1} ({r.query}): {r.decision}. {r.reason}"))
     walls = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     console.print(Text(f"Time: {result.seconds:.2f}s ({walls})"))
+    if result.run_id:
+        console.print(Text(f"run id: {result.run_id} (specrag trace {result.run_id})"))
 
 
 def _drafts_table(result: RunResult) -> Table:

@@ -230,6 +230,86 @@ def ask(
         render(result, out_console)
 
 
+TracesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--traces",
+        help="Trace database (default: SPECRAG_TRACES__PATH, else .specrag/traces.sqlite).",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+
+
+def _traces_path(path: Path | None) -> Path:
+    from app.settings import get_settings
+
+    return path if path is not None else get_settings().traces.path
+
+
+@app.command(
+    help=(
+        "Show what one run did, step by step.\n\n"
+        "Every node with its start and duration, the passages retrieved in each round with their scores and "
+        "clusters, the subsets, the drafts side by side with their scores and rank (★ the chosen one), and each "
+        "reflection decision with its reason and rewritten query.\n\n"
+        "Every `specrag ask` prints its run id on its last line (and as run_id with --json); failed runs keep "
+        "their trace up to the failing node."
+    ),
+    epilog=(
+        "[bold]Examples[/]\n\n"
+        "  specrag trace 3f2a9c0e4b1d4e6f8a7b6c5d4e3f2a1b\n\n"
+        "  specrag trace 3f2a9c0e4b1d4e6f8a7b6c5d4e3f2a1b --json\n\n"
+        "  specrag traces     # list recent runs and their ids"
+    ),
+)
+@cli_errors
+def trace(
+    run_id: Annotated[str, typer.Argument(help="The run id (32 hex digits).", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the trace as one JSON object.")] = False,
+    traces: TracesOption = None,
+) -> None:
+    """Show a run's trace (see the command help)."""
+    from app.trace.model import TraceNotFoundError, validate_run_id
+    from app.trace.render import render_trace
+    from app.trace.store import SQLiteTraceStore
+
+    validate_run_id(run_id)
+    path = _traces_path(traces)
+    if not path.is_file():
+        raise TraceNotFoundError(f"no trace for run {run_id}: there is no trace database at {path}")
+    found = SQLiteTraceStore(path).get(run_id)
+    if as_json:
+        print(found.model_dump_json(indent=2))
+    else:
+        render_trace(found, out_console)
+
+
+@app.command(
+    "traces",
+    epilog="[bold]Examples[/]\n\n  specrag traces\n\n  specrag traces --limit 5 --thread my-thread --json",
+)
+@cli_errors
+def list_traces(
+    limit: Annotated[int, typer.Option("--limit", "-l", min=1, help="Runs to show at most.")] = 20,
+    thread: Annotated[
+        str | None, typer.Option("--thread", help="Only the runs of this thread.", show_default=False)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+    traces: TracesOption = None,
+) -> None:
+    """List recent runs, most recent first, with their run ids (for `specrag trace RUN_ID`)."""
+    from app.trace.render import render_trace_list
+    from app.trace.store import SQLiteTraceStore
+
+    path = _traces_path(traces)
+    found = SQLiteTraceStore(path).list(thread_id=thread, limit=limit) if path.is_file() else []
+    if as_json:
+        print(json.dumps([t.model_dump(mode="json") for t in found], indent=2))
+    else:
+        render_trace_list(found, out_console)
+
+
 def main() -> None:
     """Console-script entry point (``specrag``)."""
     app()

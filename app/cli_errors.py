@@ -42,9 +42,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from app.store.errors import StoreError
     from app.store.loaders import IngestError
     from app.store.protocol import StoreNotFoundError
+    from app.trace.model import TraceError
 
     types: list[type[BaseException]] = [
         CLIError,
+        TraceError,
         IngestError,
         StoreError,
         StoreNotFoundError,
@@ -68,6 +70,12 @@ def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _notes(exc: BaseException) -> str:
+    """The exception's notes (PEP 678), e.g. the run id of a failed run's trace, for the same line."""
+    notes = [" ".join(str(n).split()) for n in getattr(exc, "__notes__", ())]
+    return f" [{'; '.join(n for n in notes if n)}]" if any(notes) else ""
+
+
 def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Decorator: run a command, mapping failures to one stderr line and an exit code (see module docstring)."""
 
@@ -77,14 +85,16 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted; re-run to resume[/]")
+        except KeyboardInterrupt as exc:
+            err_console.print(f"[yellow]interrupted; re-run to resume[/]{escape(_notes(exc))}")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except _expected_errors() as exc:
-            raise fail(str(exc)) from None
+            raise fail(str(exc) + _notes(exc)) from None
         except Exception as exc:
             if os.environ.get("SPECRAG_DEBUG"):
                 raise
-            raise fail(f"unexpected {type(exc).__name__}: {exc} (set SPECRAG_DEBUG=1 for the traceback)") from None
+            raise fail(
+                f"unexpected {type(exc).__name__}: {exc}{_notes(exc)} (set SPECRAG_DEBUG=1 for the traceback)"
+            ) from None
 
     return wrapper

@@ -71,6 +71,7 @@ class RoundOut(BaseModel):
 class RunResult(BaseModel):
     """What ``specrag ask --json`` prints."""
 
+    run_id: str | None = Field(None, description="The run's trace id (`specrag trace RUN_ID`); None if not saved")
     graph: str
     question: str
     answer: str

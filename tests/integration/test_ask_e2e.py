@@ -26,6 +26,17 @@ def specrag(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str
 
 
 @pytest.fixture(scope="module")
+def traces_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("traces") / "traces.sqlite"
+
+
+@pytest.fixture(autouse=True)
+def _traces_in_tmp(traces_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of this module keep their traces in a temporary database, not in the repo's .specrag/."""
+    monkeypatch.setenv("SPECRAG_TRACES__PATH", str(traces_db))
+
+
+@pytest.fixture(scope="module")
 def hotpot_store(dev_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("hotpot") / "store"
     done = specrag("ingest", str(dev_dir / "hotpotqa_reflexion100_corpus.jsonl"), "--store", str(store))
@@ -64,6 +75,21 @@ def test_ask_json_returns_five_scored_drafts_and_picks_the_highest_total(hotpot_
     assert len({tuple(s) for s in r["subsets"]}) == 5
     for s in r["subsets"]:
         assert sorted(r["clusters"][r["passage_ids"].index(pid)] for pid in s) == [0, 1]
+    # The run left a trace with the same drafts and scores.
+    assert len(out["run_id"]) == 32
+    shown = specrag("trace", out["run_id"], "--json", timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    trace = json.loads(shown.stdout)
+    assert trace["status"] == "ok" and trace["result"] == out
+    steps = trace["steps"]
+    assert [st["node"] for st in steps] == ["retrieve", "partition", *["draft"] * 5, "verify", "reflect", "answer"]
+    assert [st["writes"]["draft"]["answer"] for st in steps if st["node"] == "draft"] == [
+        d["answer"] for d in out["drafts"]
+    ]
+    scores = {sc["index"]: sc for sc in steps[7]["writes"]["scores"]}
+    for i, d in enumerate(out["drafts"]):
+        assert scores[i]["total"] == pytest.approx(d["scores"]["total"])
+        assert scores[i]["p_yes"] == pytest.approx(d["scores"]["p_yes"])
 
 
 def test_ask_default_rounds_records_every_decision(hotpot_store: Path, question: dict) -> None:
