@@ -7,7 +7,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.markup import escape
 
 from app.cli_errors import CLIError, cli_errors, err_console
 from graphs.context import Context
+
+if TYPE_CHECKING:
+    from graphs.backends import Backends
 
 app = typer.Typer(
     name="specrag",
@@ -308,6 +311,65 @@ def list_traces(
         print(json.dumps([t.model_dump(mode="json") for t in found], indent=2))
     else:
         render_trace_list(found, out_console)
+
+
+@app.command(
+    help=(
+        "Serve the chat endpoint: an OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models) whose model "
+        "names select the graph (speculative-rag, standard-rag), with conversation threads and run traces "
+        "(GET /v1/traces/RUN_ID, GET /v1/threads/THREAD_ID/traces).\n\n"
+        "Binds to 127.0.0.1 by default. A non-loopback address needs SPECRAG_SERVER__API_KEY (bearer token) or "
+        "--allow-public."
+    ),
+    epilog=(
+        "[bold]Examples[/]\n\n"
+        "  specrag serve\n\n"
+        "  specrag serve --port 8080 --store /data/kb\n\n"
+        "  SPECRAG_SERVER__API_KEY=... specrag serve --host 0.0.0.0"
+    ),
+)
+@cli_errors
+def serve(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to bind \\[default: SPECRAG_SERVER__HOST, else 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", "-p", min=1, max=65535, help="Port \\[default: SPECRAG_SERVER__PORT, else 8000]"),
+    ] = None,
+    store: StoreOption = None,
+    allow_public: Annotated[
+        bool, typer.Option("--allow-public", help="Bind to a non-loopback address without an API key.")
+    ] = False,
+) -> None:
+    """Serve the chat endpoint (see the command help)."""
+    import logging
+
+    import uvicorn
+
+    from app.server.app import create_app
+    from app.server.security import bind_refusal
+    from app.settings import get_settings
+
+    settings = get_settings()
+    server = settings.server.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+    refusal = bind_refusal(server.host, api_key_set=server.api_key is not None, allow_public=allow_public)
+    if refusal:
+        raise CLIError(refusal)
+    settings = settings.model_copy(update={"server": server})
+    provider = None
+    if store is not None:
+        from graphs.backends import configured_backends
+
+        path = str(store)
+
+        def provider(context: Context) -> Backends:
+            return configured_backends(context if context.store else context.model_copy(update={"store": path}))
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    auth = "bearer token required" if server.api_key is not None else "no auth"
+    err_console.print(f"serving on http://{server.host}:{server.port}/v1 ({auth}); Ctrl-C stops")
+    uvicorn.run(create_app(settings, provider=provider), host=server.host, port=server.port, log_level="info")
 
 
 def main() -> None:

@@ -137,6 +137,21 @@ class TraceSettings(BaseModel):
     )
 
 
+class ServerSettings(BaseModel):
+    """The chat endpoint (``specrag serve``)."""
+
+    host: str = Field("127.0.0.1", description="Address to bind (loopback by default).")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    api_key: SecretStr | None = Field(
+        None, description="Bearer token every /v1 request must carry; none: no auth (loopback only, or --allow-public)."
+    )
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (413 above it).")
+    max_concurrent_runs: int = Field(1, ge=1, description="Graph runs at once; further requests wait their turn.")
+    queue_timeout_s: float = Field(600.0, gt=0, description="How long a request waits for a run slot (503 after).")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none: CORS off).")
+    stream_chunk_chars: int = Field(24, ge=1, description="Characters per streamed content delta (about).")
+
+
 class Settings(BaseSettings):
     """All process settings."""
 
@@ -148,6 +163,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     checkpointer: CheckpointerSettings = CheckpointerSettings()
     traces: TraceSettings = TraceSettings()
+    server: ServerSettings = ServerSettings()
     llm_threads: int = Field(2, ge=1, description="CPU threads per model (n_threads).")
     model_cache: Path = Field(
         default_factory=lambda: _default_cache() / "models",

@@ -70,3 +70,9 @@ class Context(BaseModel):
         ),
     )
     rewrite_max_tokens: int = Field(default=32, ge=4, le=128, description="Maximum tokens of a rewritten query.")
+    condense_max_tokens: int = Field(
+        default=64,
+        ge=8,
+        le=256,
+        description="Maximum tokens of a follow-up rewritten into a standalone question (chat threads).",
+    )

@@ -1,8 +1,11 @@
 """The Speculative RAG graph (reads like the diagram in the README).
 
-retrieve -> partition -> draft x m (Send, parallel) -> verify -> reflect -> answer
-   ^                                                               |
-   +------------------- retry: rewritten query, new passages ------+
+[condense] -> retrieve -> partition -> draft x m (Send, parallel) -> verify -> reflect -> answer
+                ^                                                               |
+                +------------------- retry: rewritten query, new passages ------+
+
+``condense`` runs first in a chat run (input ``messages`` ending with a user turn): it turns a follow-up into a
+standalone question. A plain ``question`` input starts at ``retrieve``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from graphs.backends import BackendProvider, configured_backends
 from graphs.context import Context
 from graphs.nodes._bind import NodeFn, bind
 from graphs.nodes.answer import answer
+from graphs.nodes.condense import condense, route_start
 from graphs.nodes.draft import draft
 from graphs.nodes.partition import partition
 from graphs.nodes.reflect import after_reflect, reflect
@@ -43,6 +47,7 @@ def build(provider: BackendProvider = configured_backends) -> StateGraph[State, 
     """The uncompiled graph, its nodes bound to ``provider``."""
     g = StateGraph(State, context_schema=Context, input_schema=InputState)
     nodes: list[tuple[str, NodeFn]] = [
+        ("condense", condense),
         ("retrieve", retrieve),
         ("partition", partition),
         ("draft", draft),
@@ -52,7 +57,8 @@ def build(provider: BackendProvider = configured_backends) -> StateGraph[State, 
     ]
     for name, fn in nodes:
         g.add_node(name, bind(name, fn, provider))
-    g.add_edge(START, "retrieve")
+    g.add_conditional_edges(START, route_start, ["condense", "retrieve"])
+    g.add_edge("condense", "retrieve")
     g.add_edge("retrieve", "partition")
     g.add_conditional_edges("partition", fan_out, ["draft", "reflect"])
     g.add_edge("draft", "verify")

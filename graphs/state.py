@@ -1,14 +1,15 @@
 """Typed graph state: what each node reads and writes.
 
-The input is narrow (a question); everything else is produced by the nodes. Fan-in fields have explicit
-reducers: parallel draft branches append to ``drafts``; every round appends one ``Round``.
+The input is narrow (a question, or a conversation whose last user turn is the question); everything else is
+produced by the nodes. Fan-in fields have explicit reducers: parallel draft branches append to ``drafts``; every
+round appends one ``Round``; turns are appended to ``messages`` (a thread's history under a checkpointer).
 """
 
 from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 
 @dataclass(kw_only=True)
@@ -132,17 +133,65 @@ class NodeTiming:
 
 
 @dataclass(kw_only=True)
-class InputState:
-    """What a caller provides."""
+class ChatTurn:
+    """One turn of a conversation (a thread's history)."""
 
-    question: str
-    """The user's question."""
+    role: Literal["system", "user", "assistant"]
+    """Who spoke."""
+    content: str
+    """What was said (plain text)."""
+
+
+_ROLES: dict[str, Literal["system", "user", "assistant"]] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "ai": "assistant",
+}
+
+
+def as_turn(message: Any) -> ChatTurn:
+    """A ``ChatTurn`` from a turn as any caller may give it: a ``ChatTurn``, or a JSON object with ``role`` (or
+    LangChain's ``type``: human/ai/system) and ``content`` (the LangGraph API and Studio send JSON).
+
+    Raises:
+        ValueError: Not a turn, or an unknown role.
+    """
+    if isinstance(message, ChatTurn):
+        return message
+    get = message.get if isinstance(message, dict) else lambda key, default=None: getattr(message, key, default)
+    role = _ROLES.get(str(get("role", None) or get("type", None) or ""))
+    content = get("content", "")
+    if role is None:
+        raise ValueError(f"not a chat turn (role user, assistant or system): {message!r:.80}")
+    if isinstance(content, list):
+        content = "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ChatTurn(role=role, content=str(content or ""))
+
+
+@dataclass(kw_only=True)
+class InputState:
+    """What a caller provides: a ``question``, or ``messages`` ending with a user turn (a chat).
+
+    With ``messages``, the graph starts with ``condense``, which sets ``question`` from the last user turn
+    (rewritten into a standalone question when there are earlier turns). Under a checkpointer, ``messages``
+    accumulates over a thread's runs: give only the new turns.
+    """
+
+    question: str = ""
+    """The user's question (ignored when ``messages`` ends with a user turn)."""
+    messages: Annotated[list[ChatTurn], operator.add] = field(default_factory=list)
+    """Conversation turns, appended to the thread's history; ``answer`` appends the assistant's reply."""
 
 
 @dataclass(kw_only=True)
 class State(InputState):
     """The full state of a run."""
 
+    original_question: str = ""
+    """The last user turn as written, when ``condense`` rewrote it into ``question``."""
     query: str = ""
     """Current retrieval query: the question in round 0, a rewrite afterwards."""
     round: int = 0
@@ -181,3 +230,20 @@ class DraftTask:
     """Subset index."""
     passages: list[Passage]
     """The subset's passages."""
+
+
+CHECKPOINT_TYPES: tuple[tuple[str, str], ...] = tuple(
+    (__name__, cls.__name__) for cls in (ChatTurn, Passage, Scores, Draft, Round, NodeTiming, DraftTask)
+)
+"""The state's own types, as (module, name): what a checkpointer must be allowed to deserialise."""
+
+
+def state_serializer() -> Any:
+    """A LangGraph checkpoint serializer that deserialises the state's dataclasses (and nothing else unknown).
+
+    Returns:
+        A ``JsonPlusSerializer`` (typed ``Any``: LangGraph's serializer protocol lives in the checkpoint package).
+    """
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    return JsonPlusSerializer(allowed_msgpack_modules=list(CHECKPOINT_TYPES))

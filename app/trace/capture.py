@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Overwrite
 
 from app.trace.model import RunTrace, Step, new_run_id, validate_run_id
 from app.trace.store import TraceStore
@@ -31,6 +32,9 @@ from graphs.result import RunResult, to_result
 from graphs.state import InputState, NodeTiming, State
 
 STREAM_MODES: list[Any] = ["tasks", "values"]
+
+EventCallback = Callable[[str, Any], None]
+"""Receives each ``(mode, payload)`` stream item of a traced run (e.g. to report progress)."""
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +187,16 @@ class TraceRecorder:
 
 def _timing_of(update: Mapping[str, Any]) -> NodeTiming | None:
     timings = update.get("timings")
+    if isinstance(timings, Overwrite):
+        timings = timings.value
     if isinstance(timings, list) and timings and isinstance(timings[-1], NodeTiming):
         return timings[-1]
     return None
+
+
+def round_of(task_input: Any) -> int:
+    """The retrieval round a task works on (from its input: the state or a ``DraftTask``)."""
+    return _round_of(task_input)
 
 
 def _round_of(task_input: Any) -> int:
@@ -203,6 +214,8 @@ def run_traced(
     run_id: str = "",
     thread_id: str | None = None,
     config: RunnableConfig | None = None,
+    input: InputState | None = None,
+    on_event: EventCallback | None = None,
 ) -> RunTrace:
     """Run ``question`` through ``compiled``, recording (and, with ``traces``, saving) its trace.
 
@@ -214,6 +227,10 @@ def run_traced(
         run_id: The run id to use (a fresh one when empty).
         thread_id: Recorded with the trace and passed as ``configurable.thread_id`` (needs a checkpointer).
         config: Extra run config (merged with the thread id).
+        input: The graph input (default ``InputState(question=question)``); a chat run passes its new
+            ``messages`` here and the user's last message as ``question`` (what the trace records).
+        on_event: Called with every ``(mode, payload)`` stream item after the recorder saw it (progress
+            reporting); it must not block.
 
     Returns:
         The trace; ``trace.result`` is the run's result with ``run_id`` set.
@@ -226,9 +243,11 @@ def run_traced(
     t0 = time.perf_counter()
     try:
         for mode, payload in compiled.stream(
-            InputState(question=question), run_config, context=context, stream_mode=STREAM_MODES
+            input or InputState(question=question), run_config, context=context, stream_mode=STREAM_MODES
         ):
             recorder.observe(mode, payload)
+            if on_event is not None:
+                on_event(mode, payload)
     except BaseException as exc:
         _failed(recorder, exc, traces)
         raise
@@ -244,15 +263,19 @@ async def arun_traced(
     run_id: str = "",
     thread_id: str | None = None,
     config: RunnableConfig | None = None,
+    input: InputState | None = None,
+    on_event: EventCallback | None = None,
 ) -> RunTrace:
     """:func:`run_traced` for asyncio callers (``astream``); same arguments, result and errors."""
     recorder, run_config = _begin(compiled, question, context, run_id, thread_id, config)
     t0 = time.perf_counter()
     try:
         async for mode, payload in compiled.astream(
-            InputState(question=question), run_config, context=context, stream_mode=STREAM_MODES
+            input or InputState(question=question), run_config, context=context, stream_mode=STREAM_MODES
         ):
             recorder.observe(mode, payload)
+            if on_event is not None:
+                on_event(mode, payload)
     except BaseException as exc:
         _failed(recorder, exc, traces)
         raise

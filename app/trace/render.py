@@ -30,6 +30,10 @@ def step_summary(step: Step) -> str:
     if step.error:
         return f"error: {step.error}"
     r, w = step.reads, step.writes
+    if step.node == "condense":
+        if not w.get("rewritten"):
+            return f'"{_short(w.get("question", ""), 60)}" (no earlier turns to resolve)'
+        return f'"{_short(w.get("original_question", ""), 40)}" → "{_short(w.get("question", ""), 60)}"'
     if step.node == "retrieve":
         return f'"{_short(w.get("query", r.get("query", "")), 60)}" → {len(w.get("passages", []))} passages'
     if step.node == "partition":

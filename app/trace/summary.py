@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from graphs.state import Draft, DraftTask, Passage, Round, Scores, State, merge_drafts
+from graphs.state import Draft, DraftTask, Passage, Round, Scores, State, as_turn, merge_drafts
 
 
 def finite(x: float) -> float | None:
@@ -88,6 +88,11 @@ def summarize_reads(node: str, task_input: Any) -> dict[str, Any]:
     state = _as_state(task_input)
     if state is None:
         return {}
+    if node == "condense":
+        return {
+            "message": as_turn(state.messages[-1]).content if state.messages else state.question,
+            "history_turns": max(0, len(state.messages) - 1),
+        }
     if node == "retrieve":
         return {"query": state.query or state.question, "excluded_ids": [p.id for p in state.all_passages]}
     if node == "partition":
@@ -117,8 +122,14 @@ def summarize_writes(node: str, task_input: Any, update: Mapping[str, Any]) -> d
     """
     state = _as_state(task_input)
     out: dict[str, Any] = {}
+    if node == "condense":  # the rest of its update resets the per-run channels of a thread's earlier run
+        question, original = update.get("question", ""), update.get("original_question", "")
+        return {"original_question": original, "question": question, "rewritten": question != original}
     for channel, value in update.items():
         if channel in ("timings", "all_passages"):
+            continue
+        if channel == "messages":
+            out["messages"] = [{"role": t.role, "content": t.content} for t in map(as_turn, value)]
             continue
         if channel == "passages":
             out["passages"] = [passage_json(p) for p in value]
@@ -171,7 +182,7 @@ def _plain(value: Any) -> Any:
 def _as_state(task_input: Any) -> State | None:
     if isinstance(task_input, State):
         return task_input
-    if isinstance(task_input, Mapping) and "question" in task_input:
+    if isinstance(task_input, Mapping) and ("question" in task_input or "messages" in task_input):
         try:
             return State(**task_input)
         except TypeError:

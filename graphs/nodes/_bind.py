@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
 
 from graphs.backends import BackendProvider, Backends
 from graphs.context import Context
@@ -35,6 +36,9 @@ def bind(name: str, fn: NodeFn, provider: BackendProvider) -> Any:
         update = fn(state, context, provider(context))
         seconds = time.perf_counter() - t0
         timing = NodeTiming(node=name, round=getattr(state, "round", 0), start=start, seconds=seconds)
+        earlier = update.get("timings")
+        if isinstance(earlier, Overwrite):  # a node that resets the timings (condense) keeps its own
+            return {**update, "timings": Overwrite([*earlier.value, timing])}
         return {**update, "timings": [timing]}
 
     node.__name__ = name
