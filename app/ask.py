@@ -101,7 +101,7 @@ def render(result: RunResult, console: Console) -> None:
     if result.sources:
         console.print(Text("Sources: " + "; ".join(f"[{s.id[:8]}] {s.title}" for s in result.sources)))
     if result.drafts:
-        console.print(_drafts_table(result))
+        console.print(_drafts_table(result, console.width))
     for r in result.rounds:
         console.print(Text(f"Round {r.index + 1} ({r.query}): {r.decision}. {r.reason}"))
     walls = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
@@ -110,21 +110,28 @@ def render(result: RunResult, console: Console) -> None:
         console.print(Text(f"run id: {result.run_id} (specrag trace {result.run_id})"))
 
 
-def _drafts_table(result: RunResult) -> Table:
+def _drafts_table(result: RunResult, width: int) -> Table:
+    """The drafts with their scores; the answer column takes what the number columns leave of ``width``."""
     table = Table(title="Drafts: natural-log scores, total = ρ_draft + ρ_sc + ρ_sr (★ chosen)", title_justify="left")
-    table.add_column("#", justify="right", no_wrap=True)
+    fixed: list[tuple[str, int]] = [("#", 3)]
     if len(result.rounds) > 1:
-        table.add_column("round", justify="right", no_wrap=True)
-    table.add_column("answer", overflow="ellipsis", no_wrap=True, min_width=12, ratio=1)
-    for col in ["ρ_draft", "ρ_sc", "ρ_sr", "P(Yes)", "total", "tokens"]:
-        table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
+        fixed.append(("round", 5))
+    numbers = [(col, max(len(col), 7)) for col in ["ρ_draft", "ρ_sc", "ρ_sr", "P(Yes)", "total", "tokens"]]
+    # Each column costs its width plus 3 (padding and border); the table adds one closing border.
+    answer_width = max(12, width - sum(w + 3 for _, w in [*fixed, *numbers]) - 3 - 1)
+    for col, w in fixed:
+        table.add_column(col, justify="right", no_wrap=True, min_width=w)
+    table.add_column("answer", no_wrap=True, width=answer_width)
+    for col, w in numbers:
+        table.add_column(col, justify="right", no_wrap=True, min_width=w)
     for i, d in enumerate(result.drafts):
         s = d.scores
+        answer = " ".join(d.answer.split())
         cells = [f"{'★' if i == result.chosen else ''}{i}"]
         if len(result.rounds) > 1:
             cells.append(str(d.round + 1))
         cells += [
-            " ".join(d.answer.split()),
+            answer if len(answer) <= answer_width else answer[: answer_width - 1] + "…",
             _fmt(s.draft if s else None, 1),
             _fmt(s.self_consistency if s else None, 1),
             _fmt(s.self_reflection if s else None, 3),

@@ -45,7 +45,6 @@ def rewrite_query(state: State, ranking: list[int], context: Context, backends: 
         question=state.question,
         query=state.query,
         answer=best.answer if best else "(none)",
-        rationale=best.rationale if best else "(none)",
     )
     gen = backends.verifier.generate([prompt], max_tokens=context.rewrite_max_tokens, stop=["\n"])[0]
     query = gen.text.strip().strip('"').strip()

@@ -9,12 +9,8 @@ def test_every_prompt_file_loads_with_its_sections() -> None:
     assert prompting.load("verifier").placeholders("continuation") == {"answer", "rationale"}
     assert "supports the answer" in prompting.load("verifier").text("followup")
     assert prompting.load("standard_answer").placeholders("user") == {"passages", "question"}
-    assert prompting.load("rewrite_query").placeholders("user") == {
-        "question",
-        "query",
-        "answer",
-        "rationale",
-    }
+    assert prompting.load("rewrite_query").placeholders("user") == {"question", "query", "answer"}
+    assert prompting.load("rewrite_query").sections["prefill"] == "Keywords:"
 
 
 def test_wrong_placeholders_are_refused() -> None:
