@@ -22,6 +22,10 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
         state.drafts, ranking, round_index=state.round, new_passages=len(state.passages), context=context
     )
     rewritten = rewrite_query(state, ranking, context, backends) if decision == "retry" else ""
+    if decision == "retry" and _same(rewritten, state.query or state.question):
+        # Another round with the same search would retrieve nothing the drafts have not seen in spirit.
+        decision = "accept" if ranking else "give_up"
+        reason += f"; but the rewritten query repeats the previous one ({rewritten!r}), so no new round"
     record = Round(
         index=state.round,
         query=state.query,
@@ -49,6 +53,10 @@ def rewrite_query(state: State, ranking: list[int], context: Context, backends: 
     gen = backends.verifier.generate([prompt], max_tokens=context.rewrite_max_tokens, stop=["\n"])[0]
     query = gen.text.strip().strip('"').strip()
     return query or state.question
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.lower().split()).strip(" ?.") == " ".join(b.lower().split()).strip(" ?.")
 
 
 def after_reflect(state: State) -> Literal["retrieve", "answer"]:

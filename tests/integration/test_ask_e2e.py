@@ -100,6 +100,8 @@ def test_ask_default_rounds_records_every_decision(hotpot_store: Path, question:
     assert len(out["drafts"]) == 5 * len(out["rounds"])
     for r in out["rounds"][:-1]:
         assert r["decision"] == "retry" and r["rewritten_query"]
+        # a retry must search differently (the verifier once echoed the question back verbatim)
+        assert r["rewritten_query"].strip().lower() != r["query"].strip().lower()
     assert out["rounds"][-1]["decision"] == "accept"
     seen = [pid for r in out["rounds"] for pid in r["passage_ids"]]
     assert len(seen) == len(set(seen)), "a retry must retrieve new passages only"

@@ -174,3 +174,12 @@ def test_verifier_without_teacher_forcing_is_refused_never_substituted() -> None
     with pytest.raises(NotSupportedError, match="SPECRAG_VERIFIER__PROVIDER=llamacpp or openai"):
         run(backends, Context(seed=3))
     assert not any(c.startswith("score") for c in ollama_like.calls)
+
+
+def test_a_rewrite_that_repeats_the_query_does_not_start_a_new_round() -> None:
+    question = "What is the capital of France?"
+    backends, store, _ = make(lambda c: (-2.0, 0.5), rewrite=question)
+    state = run(backends, Context(max_rounds=3), question=question)
+    assert [r.decision for r in state.rounds] == ["accept"]
+    assert "repeats the previous one" in state.rounds[0].reason
+    assert len(store.searches) == 1
