@@ -77,6 +77,21 @@ class RunTrace(BaseModel):
     steps: list[Step] = Field(default_factory=list)
     result: RunResult | None = Field(None, description="What `ask --json` printed (None when the run failed)")
 
+    def drafts(self) -> list[dict[str, Any]]:
+        """Every draft of the run in (round, subset) order (= ``State.drafts`` order), merged with its scores
+        from the verify steps (a run that failed before ``verify`` has drafts without ``scores``)."""
+        by_key: dict[tuple[int, int], dict[str, Any]] = {}
+        for s in self.steps:
+            if s.node == "draft" and "draft" in s.writes:
+                d = s.writes["draft"]
+                by_key[(d["round"], d["subset"])] = {**d}
+        for s in self.steps:
+            if s.node == "verify":
+                for sc in s.writes.get("scores", []):
+                    key = (sc["round"], sc["subset"])
+                    by_key.setdefault(key, {"round": sc["round"], "subset": sc["subset"]})["scores"] = sc
+        return [by_key[k] for k in sorted(by_key)]
+
     @property
     def seconds(self) -> float:
         """Wall time of the whole run."""

@@ -164,21 +164,6 @@ def _subset_lines(steps: Sequence[Step]) -> Iterable[Text]:
             yield Text(f"  subset {i + 1}: {members}", style="dim")
 
 
-def _drafts(trace: RunTrace) -> list[dict[str, Any]]:
-    """Every draft of the run in (round, subset) order, merged with its scores from the verify steps."""
-    by_key: dict[tuple[int, int], dict[str, Any]] = {}
-    for s in trace.steps:
-        if s.node == "draft" and "draft" in s.writes:
-            d = s.writes["draft"]
-            by_key[(d["round"], d["subset"])] = {**d}
-    for s in trace.steps:
-        if s.node == "verify":
-            for sc in s.writes.get("scores", []):
-                by_key.setdefault((sc["round"], sc["subset"]), {"round": sc["round"], "subset": sc["subset"]})
-                by_key[(sc["round"], sc["subset"])]["scores"] = sc
-    return [by_key[k] for k in sorted(by_key)]
-
-
 def _ranking(trace: RunTrace, drafts: Sequence[dict[str, Any]]) -> list[int]:
     reflects = [s for s in trace.steps if s.node == "reflect" and s.writes.get("ranking") is not None]
     if reflects:
@@ -188,7 +173,7 @@ def _ranking(trace: RunTrace, drafts: Sequence[dict[str, Any]]) -> list[int]:
 
 
 def _drafts_table(trace: RunTrace, round_: int) -> Table | None:
-    drafts = _drafts(trace)
+    drafts = trace.drafts()
     columns = [(i, d) for i, d in enumerate(drafts) if d["round"] == round_]
     if not columns:
         return None

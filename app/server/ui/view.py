@@ -192,21 +192,6 @@ def relative_widths(values: Sequence[float | None]) -> list[float]:
     return out
 
 
-def _drafts(trace: RunTrace) -> list[dict[str, Any]]:
-    """Every draft of the run in (round, subset) order (= ``State.drafts`` order), merged with its scores."""
-    by_key: dict[tuple[int, int], dict[str, Any]] = {}
-    for s in trace.steps:
-        if s.node == "draft" and "draft" in s.writes:
-            d = s.writes["draft"]
-            by_key[(d["round"], d["subset"])] = {**d}
-    for s in trace.steps:
-        if s.node == "verify":
-            for sc in s.writes.get("scores", []):
-                key = (sc["round"], sc["subset"])
-                by_key.setdefault(key, {"round": sc["round"], "subset": sc["subset"]})["scores"] = sc
-    return [by_key[k] for k in sorted(by_key)]
-
-
 def _ranking(trace: RunTrace, drafts: Sequence[dict[str, Any]]) -> list[int]:
     reflects = [s for s in trace.steps if s.node == "reflect" and s.writes.get("ranking") is not None]
     if reflects:
@@ -283,7 +268,7 @@ def build_page(trace: RunTrace) -> TracePage:
             )
         )
 
-    drafts = _drafts(trace)
+    drafts = trace.drafts()
     ranking = _ranking(trace, drafts)
     chosen = _chosen(trace)
     bars = _bars(drafts)
