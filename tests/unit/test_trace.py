@@ -119,14 +119,19 @@ class _FailingVerifier(FakeLLM):
         raise RuntimeError("verifier backend down\nsecond line")
 
 
-def test_a_run_that_fails_in_verify_saves_its_partial_trace(traces: SQLiteTraceStore) -> None:
+def failing_verifier_backends() -> StaticBackends:
+    """The fake backends of ``make(paris_judge)`` with a verifier whose scoring raises (a run fails in verify)."""
     backends, _, _ = make(paris_judge)
-    broken = StaticBackends(
+    return StaticBackends(
         drafter=backends.drafter,
         verifier=_FailingVerifier(reply=lambda p: "x"),
         embedder=backends.embedder,
         store=backends.store,
     )
+
+
+def test_a_run_that_fails_in_verify_saves_its_partial_trace(traces: SQLiteTraceStore) -> None:
+    broken = failing_verifier_backends()
     run_id = new_run_id()
     with pytest.raises(RuntimeError, match="verifier backend down") as info:
         run(QUESTION, Context(seed=3), traces=traces, run_id=run_id, provider=lambda ctx: broken)

@@ -14,10 +14,9 @@ from app.cli import app
 from app.cli_errors import cli_errors
 from app.trace.model import new_run_id
 from app.trace.store import SQLiteTraceStore
-from graphs.backends import StaticBackends
 from graphs.context import Context
-from tests.unit.test_graph import make, paris_judge
-from tests.unit.test_trace import QUESTION, _FailingVerifier
+from tests.unit.test_graph import make
+from tests.unit.test_trace import QUESTION, failing_verifier_backends
 
 runner = CliRunner()
 
@@ -39,13 +38,7 @@ def ok_run(db: Path) -> str:
 
 @pytest.fixture
 def failed_run(db: Path) -> str:
-    backends, _, _ = make(paris_judge)
-    broken = StaticBackends(
-        drafter=backends.drafter,
-        verifier=_FailingVerifier(reply=lambda p: "x"),
-        embedder=backends.embedder,
-        store=backends.store,
-    )
+    broken = failing_verifier_backends()
     run_id = new_run_id()
     with pytest.raises(RuntimeError):
         run(QUESTION, Context(), traces=SQLiteTraceStore(db), run_id=run_id, provider=lambda ctx: broken)

@@ -17,11 +17,10 @@ from app.server.ui.routes import get_trace_store, router
 from app.server.ui.view import relative_widths
 from app.trace.model import RunTrace, new_run_id
 from app.trace.store import SQLiteTraceStore
-from graphs.backends import StaticBackends
 from graphs.context import Context
 from graphs.result import RunResult
 from tests.unit.test_graph import make, paris_judge
-from tests.unit.test_trace import _FailingVerifier
+from tests.unit.test_trace import failing_verifier_backends
 
 QUESTION = "What is the capital of France? <script>alert(1)</script>"
 
@@ -178,13 +177,7 @@ def test_failed_run_shows_its_error(store: SQLiteTraceStore, client: TestClient)
 
 
 def test_run_failing_in_verify_shows_unscored_drafts(store: SQLiteTraceStore, client: TestClient) -> None:
-    backends, _, _ = make(paris_judge)
-    broken = StaticBackends(
-        drafter=backends.drafter,
-        verifier=_FailingVerifier(reply=lambda p: "x"),
-        embedder=backends.embedder,
-        store=backends.store,
-    )
+    broken = failing_verifier_backends()
     run_id = new_run_id()
     with pytest.raises(RuntimeError):
         run(QUESTION, Context(seed=3), traces=store, run_id=run_id, provider=lambda ctx: broken)
