@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 DEMO_STORE ?= .specrag/demo-store
-DEMO_QUESTION ?= Who deciphered Egyptian hieroglyphs using the Rosetta Stone, and in which year did he announce it?
+DEMO_QUESTION ?= In which year did Champollion announce his decipherment of the hieroglyphs?
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
