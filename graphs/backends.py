@@ -7,11 +7,13 @@ tests pass a provider with fakes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from langchain_core.runnables import RunnableConfig
 
 from app.embed.protocol import Embedder
 from app.llm.protocol import LanguageModel
@@ -33,6 +35,25 @@ class Backends(Protocol):
 
 
 BackendProvider = Callable[[Context], Backends]
+
+
+class NodeObserver(Protocol):
+    """Hears every node start and end (backends may offer one as ``observer``; ``app.trace.live`` records
+    the runs that no driver traces, e.g. from LangGraph Studio)."""
+
+    def started(
+        self, config: RunnableConfig | None, node: str, task_id: str, task_input: Any, context: Context
+    ) -> None: ...
+
+    def finished(
+        self,
+        config: RunnableConfig | None,
+        node: str,
+        task_id: str,
+        task_input: Any,
+        update: Mapping[str, Any] | None,
+        error: BaseException | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -73,6 +94,14 @@ class ConfiguredBackends:
         from app.settings import get_settings
 
         return get_embedder(get_settings().embedder)
+
+    @cached_property
+    def observer(self) -> NodeObserver:
+        """Records runs that no driver traces (Studio, ``langgraph dev``) into the trace store from settings."""
+        from app.trace.live import LiveTraces
+        from app.trace.store import open_trace_store
+
+        return LiveTraces(open_trace_store())
 
     @cached_property
     def store(self) -> VectorStore:

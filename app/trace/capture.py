@@ -294,8 +294,10 @@ def _begin(
         graph=compiled.name, question=question, context=context, run_id=run_id, thread_id=thread_id
     )
     run_config: RunnableConfig = {**(config or {})}
+    # This driver records the trace itself: the node wrapper's live recording (app.trace.live) stays off.
+    run_config["configurable"] = {**run_config.get("configurable", {}), "specrag_traced": True}
     if thread_id is not None:
-        run_config["configurable"] = {**run_config.get("configurable", {}), "thread_id": thread_id}
+        run_config["configurable"]["thread_id"] = thread_id
     return recorder, run_config
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
-from graphs.backends import BackendProvider, Backends
+from graphs.backends import BackendProvider, Backends, NodeObserver
 from graphs.context import Context
 from graphs.state import NodeTiming
 
@@ -29,17 +31,32 @@ def bind(name: str, fn: NodeFn, provider: BackendProvider) -> Any:
         wrapper whose state argument is either ``State`` or a ``Send`` payload).
     """
 
-    def node(state: Any, runtime: Runtime[Context]) -> dict[str, Any]:
+    def node(state: Any, runtime: Runtime[Context], config: RunnableConfig) -> dict[str, Any]:
         start = time.time()
         t0 = time.perf_counter()
         context = context_of(runtime)
-        update = fn(state, context, provider(context))
+        backends = provider(context)
+        # Runs no driver traces (Studio / langgraph dev) are recorded from here (see app.trace.live).
+        observer: NodeObserver | None = getattr(backends, "observer", None)
+        task_id = str((config.get("metadata") or {}).get("langgraph_checkpoint_ns") or uuid.uuid4().hex)
+        if observer is not None:
+            observer.started(config, name, task_id, state, context)
+        try:
+            update = fn(state, context, backends)
+        except Exception as exc:
+            if observer is not None:
+                observer.finished(config, name, task_id, state, None, exc)
+            raise
         seconds = time.perf_counter() - t0
         timing = NodeTiming(node=name, round=getattr(state, "round", 0), start=start, seconds=seconds)
         earlier = update.get("timings")
         if isinstance(earlier, Overwrite):  # a node that resets the timings (condense) keeps its own
-            return {**update, "timings": Overwrite([*earlier.value, timing])}
-        return {**update, "timings": [timing]}
+            update = {**update, "timings": Overwrite([*earlier.value, timing])}
+        else:
+            update = {**update, "timings": [timing]}
+        if observer is not None:
+            observer.finished(config, name, task_id, state, update)
+        return update
 
     node.__name__ = name
     node.__doc__ = fn.__doc__

@@ -25,6 +25,8 @@ import pytest
 from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
 
+from app.trace.model import RunTrace
+from app.trace.store import SQLiteTraceStore
 from tests.conftest import REPO, unavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -89,7 +91,7 @@ def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         "SPECRAG_STORE__PATH": str(store),
         "SPECRAG_DRAFTER__MODEL": MODEL,
         "SPECRAG_VERIFIER__MODEL": MODEL,
-        "SPECRAG_TRACES__PATH": str(work / "traces.sqlite"),
+        "SPECRAG_TRACES__PATH": str(TRACES.setdefault("path", work / "traces.sqlite")),
     }
     cmd = [
         str(langgraph),
@@ -129,6 +131,18 @@ def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=20)
+
+
+TRACES: dict[str, Path] = {}
+"""Where the server writes specrag traces (set by the ``server`` fixture)."""
+
+
+def studio_trace(thread_id: str) -> RunTrace:
+    """The one specrag trace the server recorded for a thread (runs from Studio are traced by the node wrapper)."""
+    store = SQLiteTraceStore(TRACES["path"])
+    summaries = store.list(thread_id=thread_id)
+    assert len(summaries) == 1, summaries
+    return store.get(summaries[0].run_id)
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +190,9 @@ def test_streamed_run_passes_every_node_and_keeps_history(client: SyncLangGraphC
     history = client.threads.get_history(thread["thread_id"], limit=20)
     assert len(history) > 1
     assert {tuple(h["next"]) for h in history} >= {("verify",), ("reflect",), ("answer",)}
+    trace = studio_trace(thread["thread_id"])
+    assert trace.status == "ok" and trace.question == QUESTION and {s.node for s in trace.steps} >= NODES
+    assert trace.result is not None and trace.result.answer == values(state)["answer"]
 
 
 def test_interrupt_before_verify_and_reflect_then_resume(client: SyncLangGraphClient) -> None:
@@ -211,3 +228,7 @@ def test_interrupt_before_verify_and_reflect_then_resume(client: SyncLangGraphCl
     assert run_until_pause(None) == ["reflect", "answer"]
     state = client.threads.get_state(tid)
     assert state["next"] == [] and values(state)["answer"] and client.threads.get(tid)["status"] == "idle"
+    # the three runs (interrupted twice, resumed twice) are one specrag trace
+    trace = studio_trace(tid)
+    nodes = [s.node for s in trace.steps]
+    assert trace.status == "ok" and nodes[0] == "retrieve" and nodes[-3:] == ["verify", "reflect", "answer"]
