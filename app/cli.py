@@ -372,6 +372,117 @@ def serve(
     uvicorn.run(create_app(settings, provider=provider), host=server.host, port=server.port, log_level="info")
 
 
+@app.command(
+    "eval",
+    help=(
+        "Evaluate Speculative RAG against its baselines and ablations on a QA dataset, every system on the same "
+        "questions, passages and models, in one run.\n\n"
+        "DATASET is a JSONL file in the shared format (id, question, answers, task, choices?, passages). By default "
+        "each question's own passages are used (the paper's setting); with --store they are retrieved once from an "
+        "ingested knowledge base. Systems: standard, speculative, random-subsets, replug (generate); no-verifier, "
+        "drafter-only, no-draft-score, no-self-consistency, no-self-reflection, raw-scores, length-normalised "
+        "(re-rank the speculative drafts, generating nothing).\n\n"
+        "Writes into --out: results.jsonl (one line per question: answers, correctness, drafts and scores), "
+        "summary.json, report.md (accuracy with 95% bootstrap intervals, paired difference to standard, F1, "
+        "latency p50/p95, tokens, model calls), accuracy_vs_latency.png, accuracy_vs_drafts.png and traces.sqlite. "
+        "Interrupt it at any time: re-running the same command resumes (finished questions are not redone), and "
+        "adding systems computes only those."
+    ),
+    epilog=(
+        "[bold]Examples[/]\n\n"
+        "  specrag eval ../shared/eval/dev/questions.jsonl --limit 30\n\n"
+        "  specrag eval questions.jsonl --per-task 50 --out runs/dev150\n\n"
+        "  specrag eval questions.jsonl --systems standard,speculative --tasks mcq --limit 20\n\n"
+        "  specrag eval questions.jsonl --store kb/ --limit 30      # retrieval from an ingested corpus"
+    ),
+)
+@cli_errors
+def evaluate(
+    dataset: Annotated[Path, typer.Argument(help="Questions (JSONL, shared format).", show_default=False)],
+    systems: Annotated[
+        str, typer.Option("--systems", help="Comma-separated systems to run (default: all).", show_default=False)
+    ] = "",
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Questions at most, round-robin across tasks.", show_default=False),
+    ] = None,
+    per_task: Annotated[
+        int | None, typer.Option("--per-task", min=1, help="Questions per task at most.", show_default=False)
+    ] = None,
+    tasks: Annotated[
+        str, typer.Option("--tasks", help="Comma-separated tasks (short_qa, mcq, multihop_qa).", show_default=False)
+    ] = "",
+    seed: Annotated[int, typer.Option(help="Seed of subset sampling and of the random-draft ablation.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output directory \\[default: .specrag/eval/DATASET-NAME]",
+            show_default=False,
+        ),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store", help="Retrieve from this knowledge base instead of the given passages.", show_default=False
+        ),
+    ] = None,
+    top_n: Annotated[int | None, typer.Option("--top-n", "-n", help=_knob("Passages per question.", "top_n"))] = None,
+    drafts: Annotated[int | None, typer.Option("--drafts", "-m", help=_knob("Drafts (m).", "n_drafts"))] = None,
+    per_draft: Annotated[
+        int | None, typer.Option("--per-draft", "-k", help=_knob("Passages per draft (k).", "per_draft"))
+    ] = None,
+    max_rounds: Annotated[
+        int, typer.Option("--max-rounds", min=1, max=5, help="Retrieval rounds (1: the paper's single pass).")
+    ] = 1,
+    normalization: Annotated[
+        str | None, typer.Option("--normalization", help=_knob("raw or mean.", "score_normalization"))
+    ] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard what --out holds and start afresh.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Evaluate systems on a dataset (see the command help)."""
+    from pydantic import ValidationError
+
+    from app.eval.session import EvalOptions
+    from app.eval.session import evaluate as run_eval
+
+    overrides = {
+        "top_n": top_n,
+        "n_drafts": drafts,
+        "per_draft": per_draft,
+        "max_rounds": max_rounds,
+        "seed": seed,
+        "score_normalization": normalization,
+    }
+    try:
+        context = Context(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CLIError(f"invalid option {first['loc'][0]}: {first['msg']}") from None
+    from app.eval.systems import SYSTEMS
+
+    options = EvalOptions(
+        dataset=dataset,
+        systems=[x.strip() for x in systems.split(",") if x.strip()] or list(SYSTEMS),
+        out=out if out is not None else Path(".specrag/eval") / dataset.stem,
+        context=context,
+        seed=seed,
+        limit=limit,
+        per_task=per_task,
+        tasks=[x.strip() for x in tasks.split(",") if x.strip()],
+        store=store,
+        restart=restart,
+        progress=not quiet,
+    )
+    summary = run_eval(options, err_console)
+    if summary is not None:
+        from app.eval.report import markdown
+
+        out_console.print(markdown(summary), markup=False)
+
+
 def main() -> None:
     """Console-script entry point (``specrag``)."""
     app()

@@ -87,3 +87,33 @@ def sample_subsets(labels: Sequence[int], m: int, *, seed: int) -> list[list[int
             seen.add(subset)
             subsets.append(list(subset))
     return subsets
+
+
+def random_subsets(n: int, k: int, m: int, *, seed: int) -> list[list[int]]:
+    """Up to ``m`` unique subsets of ``k`` passage indices drawn uniformly, without clustering (the paper's
+    "random subsets" ablation). With ``C(n, k) <= m``, every subset is returned, in a random order.
+
+    Args:
+        n: Number of passages.
+        k: Passages per subset (capped at ``n``).
+        m: Wanted number of subsets.
+        seed: Seed of the sampling.
+
+    Returns:
+        Subsets as sorted lists of passage indices.
+    """
+    k = min(k, n)
+    if k <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    if math.comb(n, k) <= m:
+        every = [list(s) for s in itertools.combinations(range(n), k)]
+        return [every[i] for i in rng.permutation(len(every))]
+    seen: set[tuple[int, ...]] = set()
+    subsets: list[list[int]] = []
+    while len(subsets) < m:
+        subset = tuple(sorted(int(i) for i in rng.choice(n, size=k, replace=False)))
+        if subset not in seen:
+            seen.add(subset)
+            subsets.append(list(subset))
+    return subsets

@@ -33,6 +33,13 @@ class Context(BaseModel):
         le=10,
         description="k: passages per draft, which is also the number of k-means clusters.",
     )
+    partition: Literal["kmeans", "random"] = Field(
+        default="kmeans",
+        description=(
+            "How subsets are formed: 'kmeans' (the paper: one passage per cluster, so each draft sees different "
+            "perspectives) or 'random' (k passages drawn at random; the ablation without clustering)."
+        ),
+    )
     seed: int = Field(default=0, description="Seed for k-means and subset sampling (same seed, same subsets).")
     draft_max_tokens: int = Field(
         default=160,

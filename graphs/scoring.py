@@ -12,22 +12,9 @@ from graphs.state import Draft, Scores
 
 
 def combine(draft: Draft, verified: ScoreResult, context: Context, method: dict[str, str]) -> Scores:
-    """Build a draft's ``Scores`` from its generation and the verifier's one-pass result.
-
-    ρ = ρ_draft · ρ_sc · ρ_sr, so in log space the total is the sum of the enabled terms. With
-    ``score_normalization='mean'`` ρ_draft and ρ_sc are per-token means (ρ_sr is a single token already).
-    """
+    """Build a draft's ``Scores`` from its generation and the verifier's one-pass result (total: :func:`total`)."""
     sr = verified.candidate_logprobs.get("Yes", -math.inf)
     no = verified.candidate_logprobs.get("No", -math.inf)
-    draft_term, sc_term = draft.logprob, verified.logprob
-    if context.score_normalization == "mean":
-        draft_term /= max(draft.tokens, 1)
-        sc_term /= max(verified.n_tokens, 1)
-    total = (
-        (draft_term if context.use_draft_score else 0.0)
-        + (sc_term if context.use_self_consistency else 0.0)
-        + (sr if context.use_self_reflection else 0.0)
-    )
     return Scores(
         draft=draft.logprob,
         draft_tokens=draft.tokens,
@@ -35,9 +22,25 @@ def combine(draft: Draft, verified: ScoreResult, context: Context, method: dict[
         self_consistency_tokens=verified.n_tokens,
         self_reflection=sr,
         self_reflection_no=no,
-        total=total,
+        total=total(draft.logprob, draft.tokens, verified.logprob, verified.n_tokens, sr, context),
         normalization=context.score_normalization,
         method=method,
+    )
+
+
+def total(draft: float, draft_tokens: int, sc: float, sc_tokens: int, sr: float, context: Context) -> float:
+    """The ranking score ρ = ρ_draft · ρ_sc · ρ_sr in log space: the sum of the terms ``context`` enables.
+
+    With ``score_normalization='mean'`` ρ_draft and ρ_sc are per-token means (ρ_sr is a single token already).
+    The evaluation's ablations re-rank the same drafts with other contexts (a term removed, another normalisation).
+    """
+    if context.score_normalization == "mean":
+        draft /= max(draft_tokens, 1)
+        sc /= max(sc_tokens, 1)
+    return (
+        (draft if context.use_draft_score else 0.0)
+        + (sc if context.use_self_consistency else 0.0)
+        + (sr if context.use_self_reflection else 0.0)
     )
 
 

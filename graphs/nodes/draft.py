@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from graphs import prompting
 from graphs.backends import Backends
 from graphs.context import Context
-from graphs.state import Draft, DraftTask, Passage
+from graphs.state import Draft, DraftTask
 
 _ANSWER = re.compile(r"\bAnswer\s*:", re.IGNORECASE)
 
 
-def format_passages(passages: Sequence[Passage]) -> str:
+class Titled(Protocol):
+    """Anything with a title and a text (a retrieved ``Passage``, a stored ``Chunk``)."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+
+
+def format_passages(passages: Sequence[Titled]) -> str:
     """Passages as delimited, numbered documents (prompts/passage.md)."""
     template = prompting.load("passage")
     return "\n\n".join(

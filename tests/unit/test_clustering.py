@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from graphs.clustering import kmeans, sample_subsets
+from graphs.clustering import kmeans, random_subsets, sample_subsets
 
 
 def two_blobs(n_per: int = 5, seed: int = 1) -> np.ndarray:
@@ -52,3 +52,17 @@ def test_fewer_possible_subsets_than_m_returns_all(labels: list[int], expected: 
     subsets = sample_subsets(labels, 5, seed=0)
     assert len(subsets) == expected
     assert len({tuple(s) for s in subsets}) == expected
+
+
+def test_random_subsets_are_unique_k_subsets_and_deterministic() -> None:
+    subsets = random_subsets(10, 2, 5, seed=3)
+    assert len(subsets) == 5 and len({tuple(s) for s in subsets}) == 5
+    assert all(len(s) == 2 and len(set(s)) == 2 and all(0 <= i < 10 for i in s) for s in subsets)
+    assert random_subsets(10, 2, 5, seed=3) == subsets
+    assert random_subsets(10, 2, 5, seed=4) != subsets
+
+
+def test_random_subsets_with_few_passages_returns_every_subset() -> None:
+    assert sorted(map(tuple, random_subsets(3, 2, 5, seed=0))) == [(0, 1), (0, 2), (1, 2)]
+    assert random_subsets(1, 2, 5, seed=0) == [[0]]
+    assert random_subsets(0, 2, 5, seed=0) == []

@@ -84,6 +84,17 @@ def test_happy_path_five_scored_drafts_and_the_best_is_chosen() -> None:
     )
 
 
+def test_random_partition_drafts_from_random_subsets_without_clusters() -> None:
+    state = run(make(paris_judge)[0], Context(seed=3, partition="random"))
+    r = state.rounds[0]
+    assert set(r.clusters) == {0}  # no clustering
+    assert len(r.subsets) == 5 and len({tuple(s) for s in r.subsets}) == 5
+    assert all(len(s) == 2 and set(s) <= set(r.passage_ids) for s in r.subsets)
+    assert len(state.drafts) == 5 and state.chosen is not None
+    clustered = run(make(paris_judge)[0], Context(seed=3)).rounds[0]
+    assert clustered.passage_ids == r.passage_ids and clustered.subsets != r.subsets
+
+
 def test_same_seed_same_subsets_and_drafts() -> None:
     a = run(make(paris_judge)[0], Context(seed=11))
     b = run(make(paris_judge)[0], Context(seed=11))

@@ -1,0 +1,182 @@
+"""From per-question records to ``summary.json`` and ``report.md``: accuracy with 95% bootstrap intervals, the
+paired difference to ``standard``, F1, latency percentiles, tokens and model calls, per system and per task."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from app.eval.runner import QuestionRecord
+from app.eval.stats import Interval, bootstrap_mean, paired_difference, percentile
+from app.eval.systems import SYSTEMS
+
+BASELINE = "standard"
+
+
+class IntervalOut(BaseModel):
+    """A mean and its 95% bootstrap interval."""
+
+    mean: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, i: Interval) -> IntervalOut:
+        return cls(mean=i.mean, low=i.low, high=i.high)
+
+    def pct(self) -> str:
+        return f"{100 * self.mean:.1f} [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+
+    def signed_pct(self) -> str:
+        return f"{100 * self.mean:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+
+
+class SystemSummary(BaseModel):
+    """One system over the evaluated questions."""
+
+    system: str
+    description: str
+    questions: int
+    accuracy: IntervalOut
+    vs_standard: IntervalOut | None = Field(None, description="Paired accuracy difference to standard")
+    f1: float
+    latency_p50: float
+    latency_p95: float
+    latency_vs_standard: float | None = Field(None, description="Median of per-question latency ratios")
+    prompt_tokens: float = Field(description="Mean per question, all models")
+    generated_tokens: float
+    drafter_prompt_tokens: float = Field(description="Mean per question, drafter only")
+    model_calls: float
+    errors: int
+    by_task: dict[str, IntervalOut]
+
+
+class Summary(BaseModel):
+    """What ``summary.json`` holds."""
+
+    questions: int
+    tasks: dict[str, int]
+    systems: list[SystemSummary]
+    curves: dict[str, list[float]] = Field(description="Accuracy choosing among the first j drafts, j = 1..m")
+    settings: dict[str, object]
+
+
+def complete(records: Sequence[QuestionRecord], systems: Sequence[str]) -> list[QuestionRecord]:
+    """Records that have every system (comparisons are paired over the same questions)."""
+    return [r for r in records if all(s in r.systems for s in systems)]
+
+
+def summarize(records: Sequence[QuestionRecord], systems: Sequence[str], settings: dict[str, object]) -> Summary:
+    """Summary over the records that have all ``systems``.
+
+    Raises:
+        ValueError: No record has every system yet.
+    """
+    rows = complete(records, systems)
+    if not rows:
+        raise ValueError("no question has results for every system yet")
+    tasks = sorted({r.task for r in rows})
+    out = []
+    for name in systems:
+        results = [r.systems[name] for r in rows]
+        correct = [float(x.correct) for x in results]
+        vs = None
+        ratio = None
+        if BASELINE in systems and name != BASELINE:
+            vs = IntervalOut.of(paired_difference(correct, [float(r.systems[BASELINE].correct) for r in rows]))
+            base = [r.systems[BASELINE].seconds for r in rows]
+            ratios = [x.seconds / b for x, b in zip(results, base, strict=True) if b > 0]
+            ratio = percentile(ratios, 50) if ratios else None
+        latencies = [x.seconds for x in results]
+        out.append(
+            SystemSummary(
+                system=name,
+                description=SYSTEMS.get(name, ""),
+                questions=len(rows),
+                accuracy=IntervalOut.of(bootstrap_mean(correct)),
+                vs_standard=vs,
+                f1=sum(x.f1 for x in results) / len(results),
+                latency_p50=percentile(latencies, 50),
+                latency_p95=percentile(latencies, 95),
+                latency_vs_standard=ratio,
+                prompt_tokens=sum(x.prompt_tokens for x in results) / len(results),
+                generated_tokens=sum(x.generated_tokens for x in results) / len(results),
+                drafter_prompt_tokens=sum(x.usage["drafter"].prompt_tokens for x in results if "drafter" in x.usage)
+                / len(results),
+                model_calls=sum(x.calls for x in results) / len(results),
+                errors=sum(1 for x in results if x.error),
+                by_task={
+                    t: IntervalOut.of(bootstrap_mean([float(r.systems[name].correct) for r in rows if r.task == t]))
+                    for t in tasks
+                },
+            )
+        )
+    curves = {}
+    for name in ("speculative", "random-subsets"):
+        lists = [r.curves[name] for r in rows if name in r.curves and name in systems]
+        if lists:
+            depth = min(len(c) for c in lists)
+            curves[name] = [sum(c[j] for c in lists) / len(lists) for j in range(depth)]
+    return Summary(
+        questions=len(rows),
+        tasks={t: sum(1 for r in rows if r.task == t) for t in tasks},
+        systems=out,
+        curves=curves,
+        settings=settings,
+    )
+
+
+def write_summary(summary: Summary, out: Path) -> None:
+    """``summary.json`` and ``report.md`` in ``out``."""
+    (out / "summary.json").write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(markdown(summary), encoding="utf-8")
+
+
+def markdown(s: Summary) -> str:
+    """The report: settings, the main table, accuracy per task, accuracy against the number of drafts."""
+    tasks = ", ".join(f"{n} {t}" for t, n in s.tasks.items())
+    lines = [
+        "# specrag evaluation",
+        "",
+        f"{s.questions} questions ({tasks}), every system on the same questions, passages and models. "
+        "Accuracy in % with 95% bootstrap intervals; Δ is the paired difference to `standard`. Latency is wall "
+        "seconds per question; tokens and calls are means per question.",
+        "",
+        "Settings: " + ", ".join(f"{k} = `{json.dumps(v)}`" for k, v in s.settings.items()),
+        "",
+        "| system | accuracy | Δ vs standard | F1 | latency p50 / p95 (s) | × standard | prompt tok "
+        "| drafter prompt tok | generated tok | calls | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in s.systems:
+        lines.append(
+            f"| {x.system} | {x.accuracy.pct()} | {x.vs_standard.signed_pct() if x.vs_standard else '—'} "
+            f"| {100 * x.f1:.1f} | {x.latency_p50:.1f} / {x.latency_p95:.1f} "
+            f"| {f'{x.latency_vs_standard:.2f}' if x.latency_vs_standard is not None else '—'} "
+            f"| {x.prompt_tokens:,.0f} | {x.drafter_prompt_tokens:,.0f} | {x.generated_tokens:,.0f} "
+            f"| {x.model_calls:.1f} | {x.errors} |"
+        )
+    lines += ["", "## Accuracy per task", "", "| system | " + " | ".join(s.tasks) + " |"]
+    lines.append("|---|" + "---|" * len(s.tasks))
+    for x in s.systems:
+        lines.append(f"| {x.system} | " + " | ".join(x.by_task[t].pct() for t in s.tasks) + " |")
+    if s.curves:
+        names = list(s.curves)
+        lines += [
+            "",
+            "## Accuracy against the number of drafts",
+            "",
+            "The same scored drafts, choosing among the first j (the subsets are sampled independently, so the first "
+            "j are a run with m = j).",
+            "",
+            "| drafts | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        for j in range(max(len(c) for c in s.curves.values())):
+            cells = [f"{100 * s.curves[n][j]:.1f}" if j < len(s.curves[n]) else "—" for n in names]
+            lines.append(f"| {j + 1} | " + " | ".join(cells) + " |")
+    lines += ["", "Descriptions:", ""] + [f"- `{x.system}`: {x.description}" for x in s.systems]
+    return "\n".join(lines) + "\n"

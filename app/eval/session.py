@@ -1,0 +1,168 @@
+"""One ``specrag eval`` invocation: load the models once, evaluate with a progress bar, write the report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from app.eval.dataset import load_questions
+from app.eval.plots import write_plots
+from app.eval.report import Summary, complete, summarize, write_summary
+from app.eval.runner import QuestionRecord, RunSpec, missing, open_run, ordered_systems, run_questions
+from app.eval.systems import Models
+from app.llm.metered import MeteredModel
+from app.llm.protocol import ChatPrompt, Message
+from app.settings import get_settings
+from app.store.factory import open_store
+from app.trace.store import SQLiteTraceStore
+from graphs.context import Context
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalOptions:
+    """What ``specrag eval`` was asked."""
+
+    dataset: Path
+    systems: Sequence[str]
+    out: Path
+    context: Context
+    seed: int = 0
+    limit: int | None = None
+    per_task: int | None = None
+    tasks: Sequence[str] = ()
+    store: Path | None = None
+    restart: bool = False
+    progress: bool = True
+
+
+def load_models() -> Models:
+    """The configured drafter, verifier and embedder, metered (loaded once for the whole run)."""
+    from app.embed.factory import get_embedder
+    from app.llm.factory import get_llm
+
+    s = get_settings()
+    drafter = get_llm(s.drafter, threads=s.llm_threads, cache_dir=s.model_cache)
+    verifier = get_llm(s.verifier, threads=s.llm_threads, cache_dir=s.model_cache)
+    return Models(drafter=MeteredModel(drafter), verifier=MeteredModel(verifier), embedder=get_embedder(s.embedder))
+
+
+def warm_up(models: Models, systems: Sequence[str]) -> None:
+    """One tiny request per model the systems use, so the first question's latency does not include loading."""
+    models.embedder.embed(["warm-up"])
+    prompt = ChatPrompt(messages=(Message(role="user", content="Say OK."),))
+    if set(systems) - {"standard", "replug"}:
+        models.drafter.generate([prompt], max_tokens=1)
+    models.verifier.generate([prompt], max_tokens=1)
+    models.reset()
+
+
+def evaluate(options: EvalOptions, console: Console, models: Models | None = None) -> Summary | None:
+    """Run (or resume) an evaluation and write ``summary.json``, ``report.md`` and the plots into ``options.out``.
+
+    Args:
+        options: The run.
+        console: Where progress and messages go (stderr for the CLI).
+        models: Backends to use (default: from settings; tests pass others).
+
+    Returns:
+        The summary over the questions that have every system (None when none has yet).
+
+    Raises:
+        EvalError, DatasetError: Bad options, data or output directory (nothing evaluated).
+        KeyboardInterrupt: After the report of what is complete was written.
+    """
+    systems = ordered_systems(options.systems)
+    questions = load_questions(options.dataset, tasks=options.tasks, limit=options.limit, per_task=options.per_task)
+    store = None
+    if options.store is not None:  # checked before the models load; the embedder is checked once they have
+        open_store(get_settings().store, path=options.store, embedder=None, create=False)
+    models = models or load_models()
+    if options.store is not None:
+        store = open_store(get_settings().store, path=options.store, embedder=models.embedder, create=False)
+    spec = RunSpec(
+        dataset=options.dataset,
+        context=options.context,
+        seed=options.seed,
+        store=options.store,
+        models={"drafter": models.drafter.name, "verifier": models.verifier.name, "embedder": models.embedder.name},
+    )
+    records = open_run(options.out, spec, restart=options.restart)
+    todo = [q for q in questions if missing(records.get(q.id), systems)]
+    console.print(
+        f"{len(questions)} questions × {len(systems)} systems ({', '.join(systems)}); "
+        f"{len(questions) - len(todo)} already done in {options.out}"
+    )
+    if todo:
+        warm_up(models, systems)
+    traces = SQLiteTraceStore(options.out / "traces.sqlite")
+    wanted = {q.id for q in questions}
+    try:
+        with _progress(console, options.progress) as bar:
+            task = bar.add_task("evaluating", total=len(todo))
+            for record in run_questions(
+                todo,
+                systems,
+                out=options.out,
+                context=options.context,
+                seed=options.seed,
+                models=models,
+                store=store,
+                traces=traces,
+                records=records,
+            ):
+                bar.update(task, advance=1, description=_running(records, wanted, systems, record))
+    finally:
+        summary = _write(records, wanted, systems, options, spec, console)
+    return summary
+
+
+def _write(
+    records: dict[str, QuestionRecord],
+    wanted: set[str],
+    systems: list[str],
+    options: EvalOptions,
+    spec: RunSpec,
+    console: Console,
+) -> Summary | None:
+    rows = [r for qid, r in records.items() if qid in wanted]
+    if not complete(rows, systems):
+        console.print("no question has results for every system yet: no report written")
+        return None
+    settings: dict[str, object] = {
+        "context": options.context.model_dump(exclude={"store"}),
+        "seed": options.seed,
+        "passages": f"retrieved from {options.store}" if options.store else "given by the dataset",
+        **spec.models,
+    }
+    summary = summarize(rows, systems, settings)
+    write_summary(summary, options.out)
+    written = write_plots(summary, options.out)
+    console.print(
+        f"wrote {options.out / 'report.md'}, summary.json, results.jsonl and {', '.join(p.name for p in written)}"
+    )
+    return summary
+
+
+def _running(records: dict[str, QuestionRecord], wanted: set[str], systems: list[str], last: QuestionRecord) -> str:
+    """Progress text: running accuracy of the main systems."""
+    rows = [r for qid, r in records.items() if qid in wanted and all(s in r.systems for s in systems)]
+    shown = [s for s in ("speculative", "standard") if s in systems] or systems[:2]
+    accs = ", ".join(f"{s} {100 * sum(r.systems[s].correct for r in rows) / max(len(rows), 1):.0f}%" for s in shown)
+    return f"{last.id[:24]:<24} {accs}"
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+    )

@@ -1,0 +1,363 @@
+"""The systems an evaluation compares, all on the same questions, passages and models.
+
+Generating systems run models:
+
+* ``standard``: one answer from all top-n passages by the verifier-size model (In-Context RALM, the paper's
+  baseline): the ``standard_rag`` graph.
+* ``speculative``: the full ``speculative_rag`` graph (k-means subsets, drafts, verification).
+* ``random-subsets``: the same graph with random subsets instead of clustered ones (``partition='random'``).
+* ``replug``: a REPLUG-style ensemble by the verifier-size model: one answer per passage, then the answer that
+  maximises Σ_d λ_d · P(answer | d, question), with λ the softmax of the retriever scores (uniform when the source
+  gives none) and P teacher-forced for every (passage, candidate) pair.
+
+Selection systems re-rank the drafts that ``speculative`` wrote and scored, generating nothing: ``no-verifier``
+(a random draft), ``drafter-only`` (best ρ_draft), ``no-draft-score`` / ``no-self-consistency`` /
+``no-self-reflection`` (one term removed), ``raw-scores`` and ``length-normalised`` (per-token means of ρ_draft and
+ρ_sc). Their latency is the speculative run's, without the ``verify`` node when they use no verifier score.
+
+An entry-point module: it runs graphs (as ``app.ask`` does).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.embed.protocol import Embedder
+from app.eval.passages import PassagePool
+from app.llm.metered import MeteredModel, Usage
+from app.llm.protocol import ScoreRequest
+from app.trace.capture import one_line, run_traced
+from app.trace.store import TraceStore
+from graphs import prompting, speculative_rag, standard_rag
+from graphs.backends import StaticBackends
+from graphs.context import Context
+from graphs.nodes.draft import format_passages
+from graphs.result import DraftOut
+from graphs.scoring import total
+
+REPLUG_CANDIDATES = 5
+"""Distinct answers REPLUG ensembles at most (the most probable under their own passage)."""
+
+
+class ModelUsage(BaseModel):
+    """What one model spent on one question."""
+
+    calls: int = Field(description="Requests: prompts generated, continuations scored")
+    prompt_tokens: int = Field(description="Prompt tokens the requests carried")
+    generated_tokens: int
+    seconds: float = Field(description="Wall time with a request in flight")
+
+    @classmethod
+    def of(cls, usage: Usage) -> ModelUsage:
+        return cls(
+            calls=usage.calls,
+            prompt_tokens=usage.prompt_tokens,
+            generated_tokens=usage.generated_tokens,
+            seconds=round(usage.busy_seconds, 4),
+        )
+
+
+class DraftRecord(BaseModel):
+    """One scored draft, kept for audit and for the selection systems (natural-log scores; None if not finite)."""
+
+    round: int = Field(description="Retrieval round (0-based)")
+    answer: str
+    rationale: str
+    passages: list[int] = Field(description="Indices into the question's passage pool")
+    parsed: bool
+    draft: float | None
+    draft_tokens: int
+    self_consistency: float | None
+    self_consistency_tokens: int
+    self_reflection: float | None
+    total: float | None
+    prompt_tokens: int
+
+
+class Candidate(BaseModel):
+    """A REPLUG candidate answer and its ensemble probability."""
+
+    answer: str
+    probability: float
+
+
+class SystemResult(BaseModel):
+    """One system's outcome on one question."""
+
+    answer: str = ""
+    rationale: str = ""
+    chosen: int | None = Field(None, description="Index into drafts of the selected draft")
+    seconds: float = Field(0.0, description="Wall seconds to answer this question")
+    timings: dict[str, float] = Field(default_factory=dict, description="Wall seconds per node or phase")
+    usage: dict[str, ModelUsage] = Field(default_factory=dict, description="Per model role: drafter, verifier")
+    drafts: list[DraftRecord] = Field(default_factory=list)
+    candidates: list[Candidate] = Field(default_factory=list, description="replug: the ensembled answers")
+    run_id: str | None = Field(None, description="Trace id in the run's traces.sqlite (specrag trace --traces)")
+    derived_from: str | None = Field(None, description="Selection systems: the system whose drafts they re-rank")
+    error: str | None = None
+    correct: bool = False
+    f1: float = 0.0
+    choice: str | None = Field(None, description="Multiple choice: the letter read from the answer")
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(u.prompt_tokens for u in self.usage.values())
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(u.generated_tokens for u in self.usage.values())
+
+    @property
+    def calls(self) -> int:
+        return sum(u.calls for u in self.usage.values())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selection:
+    """A selection system: how it picks among the speculative drafts."""
+
+    description: str
+    changes: dict[str, Any] = field(default_factory=dict)
+    """Context fields that differ from the run's (which score terms, which normalisation)."""
+    uses_verifier: bool = True
+    random: bool = False
+
+
+SELECTIONS: dict[str, Selection] = {
+    "no-verifier": Selection(description="a random draft (no verification)", uses_verifier=False, random=True),
+    "drafter-only": Selection(
+        description="best ρ_draft alone",
+        changes={"use_self_consistency": False, "use_self_reflection": False, "use_draft_score": True},
+        uses_verifier=False,
+    ),
+    "no-draft-score": Selection(description="ρ_sc · ρ_sr (ρ_draft removed)", changes={"use_draft_score": False}),
+    "no-self-consistency": Selection(
+        description="ρ_draft · ρ_sr (ρ_sc removed)", changes={"use_self_consistency": False}
+    ),
+    "no-self-reflection": Selection(
+        description="ρ_draft · ρ_sc (ρ_sr removed)", changes={"use_self_reflection": False}
+    ),
+    "raw-scores": Selection(
+        description="all three terms, raw log-probabilities", changes={"score_normalization": "raw"}
+    ),
+    "length-normalised": Selection(
+        description="all three terms, ρ_draft and ρ_sc per token", changes={"score_normalization": "mean"}
+    ),
+}
+
+GENERATING: dict[str, str] = {
+    "standard": "one answer from all top-n passages (verifier-size model)",
+    "speculative": "Speculative RAG: clustered subsets, drafts, verification",
+    "random-subsets": "Speculative RAG with random subsets (no clustering)",
+    "replug": "REPLUG-style ensemble: one answer per passage, weighted by retrieval scores",
+}
+
+SYSTEMS: dict[str, str] = {**GENERATING, **{name: s.description for name, s in SELECTIONS.items()}}
+"""Every system, in report order, with a one-line description."""
+
+Role = Literal["drafter", "verifier"]
+
+
+@dataclass
+class Models:
+    """The models every system shares, metered so each system's spending can be read."""
+
+    drafter: MeteredModel
+    verifier: MeteredModel
+    embedder: Embedder
+
+    def reset(self) -> None:
+        self.drafter.reset()
+        self.verifier.reset()
+
+    def usage(self, roles: tuple[Role, ...] = ("drafter", "verifier")) -> dict[str, ModelUsage]:
+        """Usage since the last reset of the roles that did anything."""
+        out = {role: ModelUsage.of(getattr(self, role).usage()) for role in roles}
+        return {role: u for role, u in out.items() if u.calls}
+
+
+def _record(d: DraftOut, pool_index: dict[str, int]) -> DraftRecord:
+    s = d.scores
+    return DraftRecord(
+        round=d.round,
+        answer=d.answer,
+        rationale=d.rationale,
+        passages=[pool_index.get(p, -1) for p in d.passage_ids],
+        parsed=d.parsed,
+        draft=s.draft if s else None,
+        draft_tokens=d.tokens.draft,
+        self_consistency=s.self_consistency if s else None,
+        self_consistency_tokens=d.tokens.self_consistency,
+        self_reflection=s.self_reflection if s else None,
+        total=s.total if s else None,
+        prompt_tokens=d.tokens.prompt,
+    )
+
+
+def run_graph(
+    graph: Literal["speculative", "standard"],
+    question: str,
+    context: Context,
+    models: Models,
+    pool: PassagePool,
+    traces: TraceStore | None,
+) -> SystemResult:
+    """Run one of the graphs on ``question`` over ``pool`` and summarise it (drafts with their scores).
+
+    Raises:
+        Exception: Whatever the graph raised (the caller records it).
+    """
+    backends = StaticBackends(drafter=models.drafter, verifier=models.verifier, embedder=models.embedder, store=pool)
+    module = speculative_rag if graph == "speculative" else standard_rag
+    compiled = module.build(lambda _: backends).compile(name=f"{graph}_rag")
+    models.reset()
+    t0 = time.perf_counter()
+    trace = run_traced(compiled, question, context, traces=traces)
+    seconds = time.perf_counter() - t0
+    assert trace.result is not None
+    result = trace.result
+    index = {c.id: i for i, c in enumerate(pool.chunks)}
+    return SystemResult(
+        answer=result.answer,
+        rationale=result.rationale,
+        chosen=result.chosen,
+        seconds=round(seconds, 4),
+        timings=result.timings,
+        usage=models.usage(),
+        drafts=[_record(d, index) for d in result.drafts],
+        run_id=result.run_id,
+    )
+
+
+def replug(question: str, context: Context, models: Models, pool: PassagePool) -> SystemResult:
+    """REPLUG-style ensemble over the top-n passages by the verifier-size model (see the module docstring)."""
+    models.reset()
+    t0 = time.perf_counter()
+    hits = pool.search(question, [], k=context.top_n)
+    template = prompting.load("standard_answer")
+    prompts = [template.chat(passages=format_passages([h.chunk]), question=question) for h in hits]
+    gens = models.verifier.generate(prompts, max_tokens=context.answer_max_tokens, stop=["\n"])
+    t_gen = time.perf_counter() - t0
+    given = [pool.scores[pool.chunks.index(h.chunk)] for h in hits]
+    weights = _softmax([s for s in given if s is not None]) if all(s is not None for s in given) else None
+    lam = weights or [1.0 / len(hits)] * len(hits)
+    # Distinct answers (by their stripped text), the most probable under their own passage first.
+    surface: dict[str, str] = {}
+    for g, _ in sorted(zip(gens, lam, strict=True), key=lambda gw: -gw[1] * math.exp(gw[0].logprob)):
+        key = " ".join(g.text.split())
+        if key and key not in surface:
+            surface[key] = g.text.rstrip()
+    candidates = list(surface.items())[:REPLUG_CANDIDATES]
+    requests = [ScoreRequest(prompt=p, continuation=text) for p in prompts for _, text in candidates]
+    scored = models.verifier.score(requests) if requests else []
+    probability = {
+        key: sum(lam[d] * math.exp(scored[d * len(candidates) + j].logprob) for d in range(len(prompts)))
+        for j, (key, _) in enumerate(candidates)
+    }
+    ranked = sorted(probability.items(), key=lambda kv: -kv[1])
+    seconds = time.perf_counter() - t0
+    return SystemResult(
+        answer=ranked[0][0] if ranked else "",
+        seconds=round(seconds, 4),
+        timings={"generate": round(t_gen, 4), "ensemble": round(seconds - t_gen, 4)},
+        usage=models.usage(("verifier",)),
+        candidates=[Candidate(answer=k, probability=p) for k, p in ranked],
+    )
+
+
+def _softmax(xs: list[float]) -> list[float]:
+    top = max(xs)
+    e = [math.exp(x - top) for x in xs]
+    return [x / sum(e) for x in e]
+
+
+def select(base: SystemResult, name: str, context: Context, rng: random.Random) -> SystemResult:
+    """A selection system's result: re-rank ``base``'s scored drafts (no model runs).
+
+    Args:
+        base: The speculative result whose drafts are re-ranked.
+        name: A key of :data:`SELECTIONS`.
+        context: The run's context (the selection changes some of its fields).
+        rng: For ``no-verifier`` (seeded per question by the caller).
+    """
+    spec = SELECTIONS[name]
+    timings = dict(base.timings)
+    usage = dict(base.usage)
+    seconds = base.seconds
+    if not spec.uses_verifier:
+        seconds -= timings.pop("verify", 0.0)
+        usage.pop("verifier", None)
+    chosen = pick(base.drafts, context.model_copy(update=spec.changes), rng if spec.random else None)
+    best = base.drafts[chosen] if chosen is not None else None
+    return SystemResult(
+        answer=best.answer if best else "",
+        rationale=best.rationale if best else "",
+        chosen=chosen,
+        seconds=round(max(seconds, 0.0), 4),
+        timings=timings,
+        usage=usage,
+        derived_from="speculative",
+        error=base.error,
+    )
+
+
+def pick(drafts: list[DraftRecord], context: Context, rng: random.Random | None = None) -> int | None:
+    """Index of the draft ``context``'s score terms rank first (ties: the earlier draft); a random draft with
+    ``rng``; None when there is no draft."""
+    if not drafts:
+        return None
+    if rng is not None:
+        return rng.randrange(len(drafts))
+
+    def key(i: int) -> float:
+        d = drafts[i]
+        terms = [d.draft, d.self_consistency, d.self_reflection]
+        if any(t is None for t in terms):
+            return -math.inf
+        value = total(
+            d.draft or 0.0,
+            d.draft_tokens,
+            d.self_consistency or 0.0,
+            d.self_consistency_tokens,
+            d.self_reflection or 0.0,
+            context,
+        )
+        return value if math.isfinite(value) else -math.inf
+
+    return max(range(len(drafts)), key=lambda i: (key(i), -i))
+
+
+def run_system(
+    name: str,
+    question: str,
+    context: Context,
+    models: Models,
+    pool: PassagePool,
+    traces: TraceStore | None,
+) -> SystemResult:
+    """Run a generating system; an exception becomes a result with ``error`` set (and no answer).
+
+    Raises:
+        KeyError: ``name`` is not a generating system.
+    """
+    runners: dict[str, Callable[[], SystemResult]] = {
+        "standard": lambda: run_graph("standard", question, context, models, pool, traces),
+        "speculative": lambda: run_graph("speculative", question, context, models, pool, traces),
+        "random-subsets": lambda: run_graph(
+            "speculative", question, context.model_copy(update={"partition": "random"}), models, pool, traces
+        ),
+        "replug": lambda: replug(question, context, models, pool),
+    }
+    runner = runners[name]
+    t0 = time.perf_counter()
+    try:
+        return runner()
+    except Exception as exc:  # recorded per question; the run goes on
+        return SystemResult(seconds=round(time.perf_counter() - t0, 4), error=one_line(exc), usage=models.usage())

@@ -1,0 +1,152 @@
+"""The evaluation harness with scripted fakes: every system on the same passages, selection ablations re-rank the
+same drafts, usage is counted per system, resuming skips finished work, and the report files are written."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from app.eval.runner import RESULTS, EvalError, load_records
+from app.eval.session import EvalOptions, evaluate
+from app.eval.systems import SYSTEMS, Models, pick
+from app.llm.metered import MeteredModel
+from app.llm.protocol import ChatPrompt
+from graphs.context import Context
+from tests.fakes import FakeEmbedder, FakeLLM
+
+PASSAGES = [
+    ("Paris", "Paris is the capital of France.", 1.9),
+    ("Lyon", "Lyon is a city in France known for food.", 1.7),
+    ("Berlin", "Berlin is the capital of Germany.", 1.5),
+    ("Rome", "Rome is the capital of Italy.", 1.4),
+    ("Seine", "The Seine flows through Paris, the capital.", 1.3),
+    ("Alps", "The Alps span France and Italy.", 1.2),
+]
+
+
+def _question(i: int, task: str) -> dict[str, object]:
+    row: dict[str, object] = {
+        "id": f"{task}-{i}",
+        "question": "What is the capital of France?",
+        "answers": ["Paris"],
+        "task": task,
+        "passages": [{"title": t, "text": x, "score": s} for t, x, s in PASSAGES],
+    }
+    if task == "mcq":
+        row.update(answers=["B"], choices={"A": "Lyon", "B": "Paris", "C": "Rome"})
+    return row
+
+
+def drafter_reply(prompt: ChatPrompt) -> str:
+    """Answers with the title of the first document shown."""
+    first = re.search(r'title="([^"]+)"', prompt.messages[-1].content)
+    return f"The documents mention it.\nAnswer: {first.group(1) if first else 'nothing'}"
+
+
+def judge(continuation: str) -> tuple[float, float]:
+    """The verifier prefers drafts (and REPLUG candidates) that say Paris."""
+    return (-1.0, 0.95) if "Paris" in continuation else (-6.0, 0.6)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    path = tmp_path / "questions.jsonl"
+    rows = [_question(i, "short_qa") for i in range(2)] + [_question(0, "mcq")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _models() -> Models:
+    return Models(
+        drafter=MeteredModel(FakeLLM(reply=drafter_reply, name="fake-drafter")),
+        verifier=MeteredModel(FakeLLM(reply=lambda p: "Paris", judge=judge, name="fake-verifier")),
+        embedder=FakeEmbedder(),
+    )
+
+
+def _options(dataset: Path, out: Path, systems: list[str], **kw: object) -> EvalOptions:
+    context = Context(top_n=4, n_drafts=3, per_draft=2, max_rounds=1)
+    return EvalOptions(dataset=dataset, systems=systems, out=out, context=context, progress=False, **kw)  # type: ignore[arg-type]
+
+
+def _lines(out: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in (out / RESULTS).read_text().splitlines()]
+
+
+def test_all_systems_on_the_same_questions(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary = evaluate(_options(dataset, out, list(SYSTEMS)), Console(file=None, quiet=True), _models())
+    assert summary is not None and summary.questions == 3
+    assert [s.system for s in summary.systems] == list(SYSTEMS)
+    records = load_records(out / RESULTS)
+    context = Context(top_n=4, n_drafts=3, per_draft=2, max_rounds=1)
+    for record in records.values():
+        assert len(record.passages) == 4  # top_n of the given passages, in order
+        spec = record.systems["speculative"]
+        assert len(spec.drafts) == 3 and spec.usage["drafter"].calls == 3 and spec.usage["verifier"].calls == 3
+        assert spec.chosen == pick(spec.drafts, context)
+        assert "Paris" in spec.answer  # the verifier's preference decides
+        std = record.systems["standard"]
+        assert set(std.usage) == {"verifier"} and std.usage["verifier"].calls == 1
+        # REPLUG: one answer per passage, then every candidate scored under every passage.
+        rep = record.systems["replug"]
+        assert rep.usage["verifier"].calls == 4 + 4 * len(rep.candidates)
+        assert rep.candidates[0].answer == "Paris" == rep.answer
+        # Selection systems re-rank the same drafts and spend no model calls of their own.
+        only = record.systems["drafter-only"]
+        assert only.derived_from == "speculative" and "verifier" not in only.usage
+        assert only.seconds == pytest.approx(spec.seconds - spec.timings["verify"], abs=1e-3)
+        assert only.chosen == max(range(3), key=lambda i: (spec.drafts[i].draft or 0, -i))
+        assert record.systems["no-self-reflection"].seconds == spec.seconds
+        assert len(record.curves["speculative"]) == 3 and record.curves["speculative"][-1] == spec.correct
+        assert record.systems["random-subsets"].drafts  # its own drafts
+    mcq = records["mcq-0"]
+    assert mcq.systems["standard"].choice == "B" and mcq.systems["standard"].correct
+    for name in ("report.md", "summary.json", "accuracy_vs_latency.png", "accuracy_vs_drafts.png", "traces.sqlite"):
+        assert (out / name).stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "| speculative |" in report and "Accuracy against the number of drafts" in report
+
+
+def test_resume_skips_done_questions_and_adds_only_missing_systems(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    models = _models()
+    evaluate(_options(dataset, out, ["standard"], limit=2), Console(quiet=True), models)
+    assert len(_lines(out)) == 2 and models.drafter.inner.calls == []  # type: ignore[attr-defined]
+    # The same command again does nothing.
+    evaluate(_options(dataset, out, ["standard"], limit=2), Console(quiet=True), models)
+    assert len(_lines(out)) == 2
+    # A torn last line (a killed write) is cut off, and that question is redone.
+    with (out / RESULTS).open("a") as f:
+        f.write('{"id": "mcq-0", "task": "mc')
+    evaluate(_options(dataset, out, ["standard"]), Console(quiet=True), models)
+    assert [r["id"] for r in _lines(out)] == ["short_qa-0", "mcq-0", "short_qa-1"]
+    # More systems: only those run, for every question; standard is not recomputed.
+    summary = evaluate(_options(dataset, out, ["standard", "no-verifier"]), Console(quiet=True), models)
+    assert summary is not None and [s.system for s in summary.systems] == ["standard", "speculative", "no-verifier"]
+    added = _lines(out)[3:]
+    assert len(added) == 3
+    assert all(set(r["systems"]) == {"speculative", "no-verifier"} for r in added)  # type: ignore[arg-type]
+
+
+def test_other_settings_in_the_same_out_dir_are_refused(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    evaluate(_options(dataset, out, ["standard"], limit=1), Console(quiet=True), _models())
+    other = EvalOptions(
+        dataset=dataset, systems=["standard"], out=out, context=Context(top_n=3), progress=False, limit=1
+    )
+    with pytest.raises(EvalError, match="context differ"):
+        evaluate(other, Console(quiet=True), _models())
+    restarted = evaluate(
+        EvalOptions(**{**other.__dict__, "restart": True}),
+        Console(quiet=True),
+        _models(),  # type: ignore[arg-type]
+    )
+    assert restarted is not None and restarted.questions == 1
+
+
+def test_unknown_system_is_refused(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(EvalError, match=r"unknown system.*valid: standard"):
+        evaluate(_options(dataset, tmp_path / "run", ["standard", "oracle"]), Console(quiet=True), _models())
