@@ -1,9 +1,11 @@
 """The evaluation harness with scripted fakes: every system on the same passages, selection ablations re-rank the
 same drafts, usage is counted per system, resuming skips finished work, and the report files are written."""
 
+import dataclasses
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -71,7 +73,7 @@ def _options(dataset: Path, out: Path, systems: list[str], **kw: object) -> Eval
     return EvalOptions(dataset=dataset, systems=systems, out=out, context=context, progress=False, **kw)  # type: ignore[arg-type]
 
 
-def _lines(out: Path) -> list[dict[str, object]]:
+def _lines(out: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in (out / RESULTS).read_text().splitlines()]
 
 
@@ -128,7 +130,7 @@ def test_resume_skips_done_questions_and_adds_only_missing_systems(dataset: Path
     assert summary is not None and [s.system for s in summary.systems] == ["standard", "speculative", "no-verifier"]
     added = _lines(out)[3:]
     assert len(added) == 3
-    assert all(set(r["systems"]) == {"speculative", "no-verifier"} for r in added)  # type: ignore[arg-type]
+    assert all(set(r["systems"]) == {"speculative", "no-verifier"} for r in added)
 
 
 def test_other_settings_in_the_same_out_dir_are_refused(dataset: Path, tmp_path: Path) -> None:
@@ -139,11 +141,7 @@ def test_other_settings_in_the_same_out_dir_are_refused(dataset: Path, tmp_path:
     )
     with pytest.raises(EvalError, match="context differ"):
         evaluate(other, Console(quiet=True), _models())
-    restarted = evaluate(
-        EvalOptions(**{**other.__dict__, "restart": True}),
-        Console(quiet=True),
-        _models(),  # type: ignore[arg-type]
-    )
+    restarted = evaluate(dataclasses.replace(other, restart=True), Console(quiet=True), _models())
     assert restarted is not None and restarted.questions == 1
 
 
