@@ -33,6 +33,19 @@ class Context(BaseModel):
         le=10,
         description="k: passages per draft, which is also the number of k-means clusters.",
     )
+    compress: bool = Field(
+        default=False,
+        description=(
+            "Compress passages before drafting (and before the standard answer): keep the sentences most similar "
+            "to the question, more of the most relevant passages, about compress_target of the words in all."
+        ),
+    )
+    compress_target: float = Field(
+        default=0.4,
+        gt=0.0,
+        le=1.0,
+        description="With compress: fraction of the passages' words to keep (0.4 keeps about 40%).",
+    )
     partition: Literal["kmeans", "random"] = Field(
         default="kmeans",
         description=(

@@ -20,6 +20,7 @@ from graphs.backends import BackendProvider, configured_backends
 from graphs.context import Context
 from graphs.nodes._bind import NodeFn, bind
 from graphs.nodes.answer import answer
+from graphs.nodes.compress import after_retrieve, compress
 from graphs.nodes.condense import condense, route_start
 from graphs.nodes.draft import draft
 from graphs.nodes.partition import partition
@@ -49,6 +50,7 @@ def build(provider: BackendProvider = configured_backends) -> StateGraph[State, 
     nodes: list[tuple[str, NodeFn]] = [
         ("condense", condense),
         ("retrieve", retrieve),
+        ("compress", compress),
         ("partition", partition),
         ("draft", draft),
         ("verify", verify),
@@ -59,7 +61,8 @@ def build(provider: BackendProvider = configured_backends) -> StateGraph[State, 
         g.add_node(name, bind(name, fn, provider))
     g.add_conditional_edges(START, route_start, ["condense", "retrieve"])
     g.add_edge("condense", "retrieve")
-    g.add_edge("retrieve", "partition")
+    g.add_conditional_edges("retrieve", after_retrieve("partition"), ["compress", "partition"])
+    g.add_edge("compress", "partition")
     g.add_conditional_edges("partition", fan_out, ["draft", "reflect"])
     g.add_edge("draft", "verify")
     g.add_edge("verify", "reflect")

@@ -12,6 +12,7 @@ from graphs.backends import BackendProvider, configured_backends
 from graphs.context import Context
 from graphs.nodes._bind import bind
 from graphs.nodes.answer import standard_answer
+from graphs.nodes.compress import after_retrieve, compress
 from graphs.nodes.condense import condense, route_start
 from graphs.nodes.retrieve import retrieve
 from graphs.state import InputState, State
@@ -22,10 +23,12 @@ def build(provider: BackendProvider = configured_backends) -> StateGraph[State, 
     g = StateGraph(State, context_schema=Context, input_schema=InputState)
     g.add_node("condense", bind("condense", condense, provider))
     g.add_node("retrieve", bind("retrieve", retrieve, provider))
+    g.add_node("compress", bind("compress", compress, provider))
     g.add_node("answer", bind("answer", standard_answer, provider))
     g.add_conditional_edges(START, route_start, ["condense", "retrieve"])
     g.add_edge("condense", "retrieve")
-    g.add_edge("retrieve", "answer")
+    g.add_conditional_edges("retrieve", after_retrieve("answer"), ["compress", "answer"])
+    g.add_edge("compress", "answer")
     g.add_edge("answer", END)
     return g
 

@@ -33,6 +33,26 @@ class Passage:
 
 
 @dataclass(kw_only=True)
+class PassageCompression:
+    """What ``compress`` kept of one passage."""
+
+    passage_id: str
+    """The passage."""
+    tier: int
+    """Importance tier among this round's passages: 0 = most important third, 2 = least."""
+    sentences: int
+    """Sentences in the passage."""
+    kept: list[int]
+    """Indices of the kept sentences (original order)."""
+    relevance: list[float]
+    """Each sentence's cosine similarity to the question."""
+    words_before: int
+    """Words before compression."""
+    words_after: int
+    """Words after compression."""
+
+
+@dataclass(kw_only=True)
 class Scores:
     """The verifier's evidence for one draft. All log-probabilities are natural logs."""
 
@@ -200,6 +220,8 @@ class State(InputState):
     """This round's retrieved passages."""
     all_passages: Annotated[list[Passage], operator.add] = field(default_factory=list)
     """Every passage retrieved in any round (for sources and exclusion)."""
+    compression: list[PassageCompression] = field(default_factory=list)
+    """This round's compression, per passage (empty when ``compress`` is off)."""
     clusters: list[int] = field(default_factory=list)
     """Cluster label per passage of this round."""
     subsets: list[list[str]] = field(default_factory=list)
@@ -233,7 +255,8 @@ class DraftTask:
 
 
 CHECKPOINT_TYPES: tuple[tuple[str, str], ...] = tuple(
-    (__name__, cls.__name__) for cls in (ChatTurn, Passage, Scores, Draft, Round, NodeTiming, DraftTask)
+    (__name__, cls.__name__)
+    for cls in (ChatTurn, Passage, PassageCompression, Scores, Draft, Round, NodeTiming, DraftTask)
 )
 """The state's own types, as (module, name): what a checkpointer must be allowed to deserialise."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.eval.report import Summary
+from app.eval.systems import GENERATING
 
 
 def write_plots(summary: Summary, out: Path) -> list[Path]:
@@ -23,7 +24,7 @@ def write_plots(summary: Summary, out: Path) -> list[Path]:
     for x in summary.systems:
         acc = 100 * x.accuracy.mean
         err = [[acc - 100 * x.accuracy.low], [100 * x.accuracy.high - acc]]
-        generating = x.system in ("standard", "speculative", "random-subsets", "replug") or "+" in x.system
+        generating = x.system in GENERATING
         ax.errorbar(
             x.latency_p50, acc, yerr=err, fmt="o" if generating else "s", capsize=3, alpha=0.9 if generating else 0.6
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from app.eval.runner import QuestionRecord
+from app.eval.runner import CURVES, QuestionRecord
 from app.eval.stats import Interval, bootstrap_mean, paired_difference, percentile
 from app.eval.systems import SYSTEMS
 
@@ -115,7 +115,7 @@ def summarize(records: Sequence[QuestionRecord], systems: Sequence[str], setting
             )
         )
     curves = {}
-    for name in ("speculative", "random-subsets"):
+    for name in CURVES:
         lists = [r.curves[name] for r in rows if name in r.curves and name in systems]
         if lists:
             depth = min(len(c) for c in lists)

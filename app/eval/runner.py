@@ -27,6 +27,8 @@ from app.trace.store import TraceStore
 from graphs.context import Context
 
 RESULTS = "results.jsonl"
+CURVES = ("speculative", "random-subsets", "speculative+compress")
+"""Drafting systems whose accuracy against the number of drafts is recorded."""
 RUN_INFO = "run.json"
 
 
@@ -211,7 +213,7 @@ def evaluate_question(
     for result in record.systems.values():
         s = score_answer(result.answer, q.answers, q.choices)
         result.correct, result.f1, result.choice = s.correct, s.f1, s.choice
-    for name in ("speculative", "random-subsets"):
+    for name in CURVES:
         if name in record.systems and name in todo:
             record.curves[name] = drafts_curve(record.systems[name], q, context)
     return record

@@ -54,7 +54,7 @@ def warm_up(models: Models, systems: Sequence[str]) -> None:
     """One tiny request per model the systems use, so the first question's latency does not include loading."""
     models.embedder.embed(["warm-up"])
     prompt = ChatPrompt(messages=(Message(role="user", content="Say OK."),))
-    if set(systems) - {"standard", "replug"}:
+    if set(systems) - {"standard", "standard+compress", "replug"}:
         models.drafter.generate([prompt], max_tokens=1)
     models.verifier.generate([prompt], max_tokens=1)
     models.reset()

@@ -6,6 +6,8 @@ Generating systems run models:
   baseline): the ``standard_rag`` graph.
 * ``speculative``: the full ``speculative_rag`` graph (k-means subsets, drafts, verification).
 * ``random-subsets``: the same graph with random subsets instead of clustered ones (``partition='random'``).
+* ``speculative+compress`` and ``standard+compress``: the two graphs with the ``compress`` step on (the same
+  compressed passages for both, so the comparison stays fair).
 * ``replug``: a REPLUG-style ensemble by the verifier-size model: one answer per passage, then the answer that
   maximises Σ_d λ_d · P(answer | d, question), with λ the softmax of the retriever scores (uniform when the source
   gives none) and P teacher-forced for every (passage, candidate) pair.
@@ -157,6 +159,8 @@ GENERATING: dict[str, str] = {
     "speculative": "Speculative RAG: clustered subsets, drafts, verification",
     "random-subsets": "Speculative RAG with random subsets (no clustering)",
     "replug": "REPLUG-style ensemble: one answer per passage, weighted by retrieval scores",
+    "speculative+compress": "Speculative RAG on compressed passages (question-aware sentence selection)",
+    "standard+compress": "standard RAG on the same compressed passages",
 }
 
 SYSTEMS: dict[str, str] = {**GENERATING, **{name: s.description for name, s in SELECTIONS.items()}}
@@ -347,6 +351,7 @@ def run_system(
     Raises:
         KeyError: ``name`` is not a generating system.
     """
+    compressed = context.model_copy(update={"compress": True})
     runners: dict[str, Callable[[], SystemResult]] = {
         "standard": lambda: run_graph("standard", question, context, models, pool, traces),
         "speculative": lambda: run_graph("speculative", question, context, models, pool, traces),
@@ -354,6 +359,8 @@ def run_system(
             "speculative", question, context.model_copy(update={"partition": "random"}), models, pool, traces
         ),
         "replug": lambda: replug(question, context, models, pool),
+        "speculative+compress": lambda: run_graph("speculative", question, compressed, models, pool, traces),
+        "standard+compress": lambda: run_graph("standard", question, compressed, models, pool, traces),
     }
     runner = runners[name]
     t0 = time.perf_counter()

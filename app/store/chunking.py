@@ -56,6 +56,16 @@ def _units(text: str, max_words: int) -> list[_Unit]:
     return units
 
 
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a text, in order, whitespace collapsed (paragraph breaks end sentences too)."""
+    return [
+        " ".join(s.split())
+        for p in _PARAGRAPH.split(text)
+        for s in _SENTENCE_END.split(" ".join(p.split()))
+        if s.strip()
+    ]
+
+
 def _join(units: list[_Unit]) -> str:
     out: list[str] = []
     for i, unit in enumerate(units):

@@ -36,6 +36,12 @@ def step_summary(step: Step) -> str:
         return f'"{_short(w.get("original_question", ""), 40)}" → "{_short(w.get("question", ""), 60)}"'
     if step.node == "retrieve":
         return f'"{_short(w.get("query", r.get("query", "")), 60)}" → {len(w.get("passages", []))} passages'
+    if step.node == "compress":
+        parts = w.get("compression", [])
+        before = sum(c["words_before"] for c in parts)
+        after = sum(c["words_after"] for c in parts)
+        share = f" ({100 * after / before:.0f}%)" if before else ""
+        return f"kept {after}/{before} words{share} of {len(parts)} passages"
     if step.node == "partition":
         clusters = w.get("clusters", {})
         return f"{len(set(clusters.values()))} clusters, {len(w.get('subsets', []))} subsets"
@@ -133,6 +139,7 @@ def _passages_table(trace: RunTrace, round_: int, steps: Sequence[Step]) -> Tabl
     for s in steps:
         if s.node == "partition":
             clusters.update(s.writes.get("clusters", {}))
+    kept = {c["passage_id"]: c for s in steps if s.node == "compress" for c in s.writes.get("compression", [])}
     query = next((s.writes.get("query", "") for s in steps if s.node == "retrieve"), "")
     table = Table(
         title=Text(f"Round {round_ + 1}: retrieved for “{_short(query, 100)}”"), title_justify="left", expand=True
@@ -142,15 +149,20 @@ def _passages_table(trace: RunTrace, round_: int, steps: Sequence[Step]) -> Tabl
     table.add_column("title", overflow="ellipsis", no_wrap=True, ratio=1)
     table.add_column("score", justify="right", no_wrap=True)
     table.add_column("cluster", justify="right", no_wrap=True)
+    if kept:
+        table.add_column("kept (sentences · words · tier)", justify="right", no_wrap=True)
     for i, p in enumerate(passages, 1):
         label = clusters.get(p["id"])
-        table.add_row(
-            str(i),
-            Text(p["id"][:8]),
-            Text(p.get("title", "")),
-            _fmt(p.get("score"), 4),
-            "-" if label is None else str(label),
-        )
+        cells: list[str | Text] = [str(i), Text(p["id"][:8]), Text(p.get("title", "")), _fmt(p.get("score"), 4)]
+        cells.append("-" if label is None else str(label))
+        if kept:
+            c = kept.get(p["id"])
+            cells.append(
+                f"{len(c['kept'])}/{c['sentences']} · {c['words_after']}/{c['words_before']} · {c['tier'] + 1}"
+                if c
+                else "-"
+            )
+        table.add_row(*cells)
     return table
 
 

@@ -5,6 +5,7 @@ Nothing here holds an embedding; non-finite floats become ``None``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -95,7 +96,7 @@ def summarize_reads(node: str, task_input: Any) -> dict[str, Any]:
         }
     if node == "retrieve":
         return {"query": state.query or state.question, "excluded_ids": [p.id for p in state.all_passages]}
-    if node == "partition":
+    if node in ("partition", "compress"):
         return {"passage_ids": [p.id for p in state.passages]}
     if node == "verify":
         return {"draft_indices": [i for i, d in enumerate(state.drafts) if d.scores is None]}
@@ -133,6 +134,8 @@ def summarize_writes(node: str, task_input: Any, update: Mapping[str, Any]) -> d
             continue
         if channel == "passages":
             out["passages"] = [passage_json(p) for p in value]
+        elif channel == "compression":
+            out["compression"] = [dataclasses.asdict(c) for c in value]
         elif channel == "clusters" and state is not None and len(state.passages) == len(value):
             out["clusters"] = {p.id: int(label) for p, label in zip(state.passages, value, strict=True)}
         elif channel == "drafts":

@@ -72,6 +72,7 @@ def _reset() -> dict[str, Any]:
         "round": 0,
         "passages": [],
         "all_passages": Overwrite([]),
+        "compression": [],
         "clusters": [],
         "subsets": [],
         "drafts": Overwrite([]),

@@ -92,7 +92,7 @@ def test_paired_difference_is_paired() -> None:
     a = [1.0, 0.0] * 30
     swapped = [0.0, 1.0] * 30  # the same mean, but never right on the same question
     assert paired_difference(a, a).mean == 0.0 and paired_difference(a, a).high == 0.0
-    assert paired_difference(a, swapped).mean == 0.0 and paired_difference(a, swapped).high > 0.5
+    assert paired_difference(a, swapped).mean == 0.0 and paired_difference(a, swapped).high > 0.15
     better = [1.0] * 60
     d = paired_difference(better, a)
     assert d.mean == pytest.approx(0.5) and d.low > 0

@@ -249,3 +249,15 @@ def test_relative_widths() -> None:
     assert relative_widths([-3.0, -1.0, -2.0, None]) == [6.0, 100.0, 53.0, 0.0]
     assert relative_widths([-1.0, -1.0]) == [100.0, 100.0]
     assert relative_widths([None]) == [0.0]
+
+
+def test_page_shows_what_compression_kept_of_each_passage(store: SQLiteTraceStore, client: TestClient) -> None:
+    result = traced(store, Context(seed=3, compress=True))
+    html = client.get(f"/ui/runs/{result.run_id}").text
+    assert "<th>kept (compression)</th>" in html
+    kept = with_class(html, "kept")
+    assert len(kept) == 10
+    assert re.search(r"\d+/\d+ sentences · \d+/\d+ words · tier [123]", html)
+    assert [s["data-node"] for s in with_class(html, "step")][:3] == ["retrieve", "compress", "partition"]
+    plain = client.get(f"/ui/runs/{traced(store, Context(seed=3)).run_id}").text
+    assert "kept (compression)" not in plain

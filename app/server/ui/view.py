@@ -65,6 +65,10 @@ class PassageRow:
     subsets: list[int]
     """1-based subsets that include this passage."""
     text: str
+    kept: str = ""
+    """With compression: what was kept ("3/5 sentences · 48/120 words · tier 1"), else empty."""
+    kept_text: str = ""
+    """With compression: the text the models read."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ class RoundView:
     subsets: list[Subset]
     drafts: list[DraftCard]
     reflection: Reflection | None
+    compressed: bool = False
+    """Whether the round's passages were compressed (the page shows what was kept)."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +291,13 @@ def build_page(trace: RunTrace) -> TracePage:
                 subsets_ids = [list(x) for x in s.writes.get("subsets", [])]
         for p in retrieved:
             passage_meta[p["id"]] = (str(p.get("title", "")), clusters.get(p["id"]))
+        kept = {c["passage_id"]: c for s in rsteps if s.node == "compress" for c in s.writes.get("compression", [])}
+        kept_text = {
+            p["id"]: str(p.get("text", ""))
+            for s in rsteps
+            if s.node == "compress"
+            for p in s.writes.get("passages", [])
+        }
 
         def ref(pid: str, clusters: dict[str, int] = clusters) -> PassageRef:
             title, cluster = passage_meta.get(pid, ("", None))
@@ -344,9 +357,12 @@ def build_page(trace: RunTrace) -> TracePage:
                         cluster=clusters.get(p["id"]),
                         subsets=in_subsets.get(p["id"], []),
                         text=str(p.get("text", "")),
+                        kept=_kept(kept.get(p["id"])),
+                        kept_text=kept_text.get(p["id"], ""),
                     )
                     for n, p in enumerate(retrieved, 1)
                 ],
+                compressed=bool(kept),
                 subsets=[
                     Subset(number=n, passages=[ref(pid) for pid in ids], draft_index=draft_of.get(n - 1))
                     for n, ids in enumerate(subsets_ids, 1)
@@ -375,3 +391,11 @@ def build_page(trace: RunTrace) -> TracePage:
         accept_threshold=threshold,
         context=[(k, str(v)) for k, v in sorted(trace.context.items())],
     )
+
+
+def _kept(c: dict[str, Any] | None) -> str:
+    """What compression kept of a passage, in words (empty without compression)."""
+    if not c:
+        return ""
+    words = f"{c['words_after']}/{c['words_before']} words"
+    return f"{len(c['kept'])}/{c['sentences']} sentences · {words} · tier {c['tier'] + 1}"

@@ -1,0 +1,101 @@
+"""Selective compression: tier ratios meet the budget, each passage keeps its best sentences in order, the graphs
+route through ``compress`` only when asked, and the trace shows what was kept."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from app.ask import run as ask_run
+from app.trace.render import render_trace
+from app.trace.store import SQLiteTraceStore
+from graphs import standard_rag
+from graphs.compression import TIER_WEIGHTS, plan, tier_ratios
+from graphs.context import Context
+from graphs.state import InputState, State
+from tests.fakes import FakeEmbedder, FakeLLM, FakeStore
+from tests.unit.test_graph import make, paris_judge, run
+
+
+@pytest.mark.parametrize("target", [0.2, 0.4, 0.6, 0.9, 1.0])
+@pytest.mark.parametrize("words", [[100, 100, 100], [10, 300, 50], [0, 80, 20]])
+def test_tier_ratios_meet_the_target_and_favour_important_tiers(target: float, words: list[int]) -> None:
+    ratios = tier_ratios(words, target)
+    assert all(0.0 <= r <= 1.0 + 1e-9 for r in ratios)
+    assert sum(w * r for w, r in zip(words, ratios, strict=True)) == pytest.approx(target * sum(words))
+    live = [r for w, r in zip(words, ratios, strict=True) if w]
+    assert live == sorted(live, reverse=True)  # more important tiers keep more
+    if target * TIER_WEIGHTS[0] / sum(TIER_WEIGHTS) * 3 < 1 and all(words):
+        assert ratios[0] / ratios[2] == pytest.approx(TIER_WEIGHTS[0] / TIER_WEIGHTS[2])
+
+
+def test_plan_keeps_the_most_relevant_sentences_in_original_order() -> None:
+    sentences = [["a b c d", "e f g h", "i j k l", "m n o p"], ["q r", "s t"], ["u v w x y z"]]
+    relevance = [np.array([0.1, 0.9, 0.2, 0.8]), np.array([0.3, 0.2]), np.array([0.05])]
+    plans = plan(sentences, relevance, 0.5)
+    assert [p.tier for p in plans] == [0, 1, 2]
+    first = plans[0]
+    assert first.kept == [1, 3]  # the two best of passage 1, in order
+    assert all(p.kept for p in plans)  # every passage keeps at least its best sentence
+    kept_words = sum(len(sentences[i][j].split()) for i, p in enumerate(plans) for j in p.kept)
+    assert kept_words <= sum(len(s.split()) for ss in sentences for s in ss)
+
+
+def test_compress_step_shrinks_passages_and_reports_what_it_kept() -> None:
+    long_docs = [
+        (
+            f"Doc{i}",
+            f"Paris is the capital of France number {i}. Cheese is made from milk in many regions. "
+            f"The weather today was rainy in the north. Trains run on time in Switzerland mostly.",
+        )
+        for i in range(10)
+    ]
+    backends, _, _ = make(paris_judge)
+    backends = type(backends)(
+        drafter=backends.drafter,
+        verifier=backends.verifier,
+        embedder=backends.embedder,
+        store=FakeStore(FakeEmbedder(), long_docs),
+    )
+    state = run(backends, Context(seed=1, compress=True, compress_target=0.4))
+    assert [t.node for t in state.timings][:3] == ["retrieve", "compress", "partition"]
+    assert len(state.compression) == len(state.passages) == 10
+    before = sum(c.words_before for c in state.compression)
+    after = sum(c.words_after for c in state.compression)
+    assert after < 0.6 * before
+    by_id = {p.id: p for p in state.all_passages}  # the originals
+    for p, c in zip(state.passages, state.compression, strict=True):
+        assert c.passage_id == p.id and c.kept and len(p.text.split()) == c.words_after
+        assert p.text in by_id[p.id].text or all(part in by_id[p.id].text for part in p.text.split(". "))
+        assert "Paris is the capital" in p.text  # the question's sentence is the most relevant one
+    uncompressed = run(make(paris_judge)[0], Context(seed=1))
+    assert uncompressed.compression == [] and "compress" not in [t.node for t in uncompressed.timings]
+
+
+def test_standard_graph_compresses_too() -> None:
+    backends, _, _ = make(paris_judge)
+    graph = standard_rag.build(lambda c: backends).compile()
+    state = State(**graph.invoke(InputState(question="capital of France?"), context=Context(compress=True)))
+    assert [t.node for t in state.timings] == ["retrieve", "compress", "answer"]
+    assert isinstance(backends.verifier, FakeLLM)
+
+
+def test_trace_shows_per_passage_what_compression_kept(tmp_path: Path) -> None:
+    backends, _, _ = make(paris_judge)
+    traces = SQLiteTraceStore(tmp_path / "traces.sqlite")
+    result = ask_run(
+        "What is the capital of France?", Context(seed=3, compress=True), traces=traces, provider=lambda c: backends
+    )
+    assert result.run_id is not None
+    trace = traces.get(result.run_id)
+    step = next(s for s in trace.steps if s.node == "compress")
+    retrieved = next(s for s in trace.steps if s.node == "retrieve").writes["passages"]
+    parts = step.writes["compression"]
+    assert [c["passage_id"] for c in parts] == [p["id"] for p in retrieved] == step.reads["passage_ids"]
+    assert all({"tier", "sentences", "kept", "relevance", "words_before", "words_after"} <= set(c) for c in parts)
+    assert [p["id"] for p in step.writes["passages"]] == [p["id"] for p in retrieved]
+    console = Console(record=True, width=200)
+    render_trace(trace, console)
+    text = console.export_text()
+    assert "kept (sentences · words · tier)" in text and "of 10 passages" in text
