@@ -203,6 +203,18 @@ def ask(
     draft_max_tokens: Annotated[
         int | None, typer.Option("--draft-max-tokens", help=_knob("Token limit per draft.", "draft_max_tokens"))
     ] = None,
+    compress: Annotated[
+        bool | None,
+        typer.Option(
+            "--compress/--no-compress",
+            help=_knob("Keep only the passage sentences that matter for the question before drafting.", "compress"),
+            show_default=False,
+        ),
+    ] = None,
+    compress_target: Annotated[
+        float | None,
+        typer.Option("--compress-target", help=_knob("With --compress: fraction of words kept.", "compress_target")),
+    ] = None,
 ) -> None:
     """Answer a question (see the command help)."""
     from pydantic import ValidationError
@@ -220,6 +232,8 @@ def ask(
         "score_normalization": normalization,
         "search_mode": search_mode,
         "draft_max_tokens": draft_max_tokens,
+        "compress": compress,
+        "compress_target": compress_target,
     }
     try:
         context = Context(**{k: v for k, v in overrides.items() if v is not None})
