@@ -90,6 +90,28 @@ class ChatTemplate:
         """The prompt up to the open assistant turn, followed by the prefill."""
         return self.render(prompt.messages, add_generation_prompt=True) + prompt.prefill
 
+    def prefix_parts(self, prompt: ChatPrompt) -> list[tuple[str, bool]]:
+        """:meth:`prefix` cut into ``(text, is_content)`` pieces: the template's own text (markup, role names,
+        the prefill) and each message's content as given, so a tokenizer can read control tokens in the former
+        and never in the latter (a document or question that contains ``<|im_start|>`` stays text).
+
+        Found by rendering with a unique sentinel as each message's content and splitting at the sentinels.
+
+        Raises:
+            ValueError: the template drops, duplicates or reorders message contents.
+        """
+        marks = [f"\u2063\u2063SPECRAG-CONTENT-{i}\u2063\u2063" for i in range(len(prompt.messages))]
+        placeheld = [Message(role=m.role, content=mark) for m, mark in zip(prompt.messages, marks, strict=True)]
+        rest = self.render(placeheld, add_generation_prompt=True) + prompt.prefill
+        parts: list[tuple[str, bool]] = []
+        for message, mark in zip(prompt.messages, marks, strict=True):
+            if rest.count(mark) != 1:
+                raise ValueError("the chat template does not render message contents verbatim")
+            before, rest = rest.split(mark, 1)
+            parts += [(before, False), (message.content, True)]
+        parts.append((rest, False))
+        return [(text, content) for text, content in parts if text]
+
     def tail(self, prompt: ChatPrompt, followup: Sequence[Message]) -> str:
         """Text after the assistant content: end of that turn, the follow-up turns, a new assistant turn.
 

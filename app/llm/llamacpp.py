@@ -201,11 +201,18 @@ class LlamaCppModel:
             return self._require_engine().tokenize(text, add_special=add_special, parse_special=parse_special)
 
     def prompt_ids(self, prompt: ChatPrompt) -> list[int]:
-        """Token ids of the rendered prompt + prefill (BOS added only if the template did not write it)."""
-        text = self._template.prefix(prompt)
+        """Token ids of the rendered prompt + prefill (BOS added only if the template did not write it).
+
+        The template's own text is read with its control tokens; message contents (questions, retrieved
+        passages) never are: ``<|im_end|>`` inside a document is text, not the end of a turn.
+        """
+        parts = self._template.prefix_parts(prompt)
         bos_text = self._template.bos_token
-        add_bos = not (bos_text and text.startswith(bos_text))
-        return self.tokenize(text, add_special=add_bos, parse_special=True)
+        add_bos = not (bos_text and parts and parts[0][0].startswith(bos_text))
+        ids: list[int] = []
+        for i, (text, is_content) in enumerate(parts):
+            ids += self.tokenize(text, add_special=add_bos and i == 0, parse_special=not is_content)
+        return ids
 
     def count_tokens(self, prompt: ChatPrompt) -> int:
         """Number of tokens of the rendered prompt."""

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from graphs import prompting
 from graphs.backends import Backends
 from graphs.context import Context
+from graphs.safety import neutralize
 from graphs.state import Draft, DraftTask
 
 _ANSWER = re.compile(r"\bAnswer\s*:", re.IGNORECASE)
@@ -24,10 +25,12 @@ class Titled(Protocol):
 
 
 def format_passages(passages: Sequence[Titled]) -> str:
-    """Passages as delimited, numbered documents (prompts/passage.md)."""
+    """Passages as delimited, numbered documents (prompts/passage.md), their control sequences made inert
+    (``graphs.safety.neutralize``; a title cannot close its attribute)."""
     template = prompting.load("passage")
     return "\n\n".join(
-        template.text("text", number=str(i), title=p.title, text=p.text) for i, p in enumerate(passages, 1)
+        template.text("text", number=str(i), title=neutralize(p.title).replace('"', "'"), text=neutralize(p.text))
+        for i, p in enumerate(passages, 1)
     )
 
 

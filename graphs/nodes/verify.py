@@ -9,6 +9,7 @@ from app.llm.protocol import LanguageModel, Message, NotSupportedError, ScoreReq
 from graphs import prompting
 from graphs.backends import Backends
 from graphs.context import Context
+from graphs.safety import neutralize
 from graphs.scoring import combine
 from graphs.state import State
 
@@ -16,7 +17,8 @@ from graphs.state import State
 def verify(state: State, context: Context, backends: Backends) -> dict[str, Any]:
     """Score the drafts that have no scores yet.
 
-    The verifier sees the question and the draft, never the passages. For each draft one request carries
+    The verifier sees the question and the draft, never the passages (a draft that copied control sequences from a
+    passage is scored with them made inert, ``graphs.safety``). For each draft one request carries
     the teacher-forced continuation 'Answer: … Rationale: …' (ρ_sc) and the follow-up question whose first
     answer token gives P('Yes') (ρ_sr); requests share the question prefix, which the backend keeps cached.
 
@@ -33,7 +35,7 @@ def verify(state: State, context: Context, backends: Backends) -> dict[str, Any]
     requests = [
         ScoreRequest(
             prompt=prompt,
-            continuation=template.text("continuation", answer=d.answer, rationale=d.rationale),
+            continuation=template.text("continuation", answer=neutralize(d.answer), rationale=neutralize(d.rationale)),
             followup=followup,
             candidates=("Yes", "No"),
         )
