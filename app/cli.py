@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -58,6 +59,17 @@ StoreOption = Annotated[
 def _knob(text: str, field: str) -> str:
     """Option help that shows the context default (one source of truth: ``graphs.context.Context``)."""
     return f"{text} \\[default: {Context.model_fields[field].default}]"
+
+
+def _context(overrides: Mapping[str, object]) -> Context:
+    """The run context from the options that were given (None: the default), or a one-line error."""
+    from pydantic import ValidationError
+
+    try:
+        return Context.model_validate({k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CLIError(f"invalid option {first['loc'][0]}: {first['msg']}") from None
 
 
 def _store_path(store: Path | None) -> Path:
@@ -217,7 +229,6 @@ def ask(
     ] = None,
 ) -> None:
     """Answer a question (see the command help)."""
-    from pydantic import ValidationError
 
     from app.ask import render, run
 
@@ -235,12 +246,7 @@ def ask(
         "compress": compress,
         "compress_target": compress_target,
     }
-    try:
-        context = Context(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CLIError(f"invalid option {first['loc'][0]}: {first['msg']}") from None
-    result = run(question, context, graph.value)
+    result = run(question, _context(overrides), graph.value)
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
@@ -457,25 +463,20 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate systems on a dataset (see the command help)."""
-    from pydantic import ValidationError
-
     from app.eval.session import EvalOptions
     from app.eval.session import evaluate as run_eval
-
-    overrides = {
-        "top_n": top_n,
-        "n_drafts": drafts,
-        "per_draft": per_draft,
-        "max_rounds": max_rounds,
-        "seed": seed,
-        "score_normalization": normalization,
-    }
-    try:
-        context = Context(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CLIError(f"invalid option {first['loc'][0]}: {first['msg']}") from None
     from app.eval.systems import SYSTEMS
+
+    context = _context(
+        {
+            "top_n": top_n,
+            "n_drafts": drafts,
+            "per_draft": per_draft,
+            "max_rounds": max_rounds,
+            "seed": seed,
+            "score_normalization": normalization,
+        }
+    )
 
     options = EvalOptions(
         dataset=dataset,
