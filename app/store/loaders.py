@@ -24,10 +24,25 @@ TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 SUPPORTED_SUFFIXES = frozenset({*TEXT_SUFFIXES, ".pdf", ".jsonl"})
 _BINARY_SNIFF_BYTES = 8192
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class IngestError(Exception):
-    """An input cannot be ingested; the message names the file (and line) and says why."""
+    """An input cannot be ingested; the message (one line) names the file (and line) and says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+def _shown(path: Path) -> str:
+    """``path`` for a message: a name that is not valid UTF-8 shows its bytes escaped."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _lone_surrogate(text: str) -> int | None:
+    """Where ``text`` has a lone surrogate (a JSON ``\\ud800`` escape, a file name that is not UTF-8), if anywhere."""
+    match = _SURROGATE.search(text)
+    return match.start() if match else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,9 +163,10 @@ def _read_pdf(reader_type: Any, path: Path) -> tuple[str | None, str]:
     except OSError as exc:
         raise IngestError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except Exception as exc:  # pypdf raises many types on damaged files
-        raise IngestError(f"{path}: not a readable PDF ({type(exc).__name__}: {exc})") from exc
-    text = "\n\n".join(p.strip() for p in pages if p.strip())
-    title = meta_title.strip() if isinstance(meta_title, str) and meta_title.strip() else None
+        raise IngestError(f"{path}: not a readable PDF ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    # A damaged text map can decode to lone surrogates, which no UTF-8 store or model accepts: replace them.
+    text = _SURROGATE.sub("\ufffd", "\n\n".join(p.strip() for p in pages if p.strip()))
+    title = _SURROGATE.sub("\ufffd", meta_title.strip()) if isinstance(meta_title, str) and meta_title.strip() else None
     return title, text
 
 
@@ -169,6 +185,10 @@ def _load_jsonl(path: Path) -> list[Document]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise IngestError(f"{where}: not valid JSON ({exc.msg})") from exc
+        except RecursionError as exc:
+            raise IngestError(f"{where}: not valid JSON (nested too deeply)") from exc
+        except ValueError as exc:  # e.g. an integer literal past Python's digit limit
+            raise IngestError(f"{where}: not valid JSON ({exc})") from exc
         if not isinstance(record, dict):
             raise IngestError(f"{where}: expected an object with id, title and text")
         doc_id, title, text = record.get("id"), record.get("title", ""), record.get("text")
@@ -180,6 +200,10 @@ def _load_jsonl(path: Path) -> list[Document]:
             title = ""
         if not isinstance(title, str):
             raise IngestError(f"{where}: 'title' must be a string")
+        for name, value in (("id", str(doc_id)), ("title", title), ("text", text)):
+            at = _lone_surrogate(value)
+            if at is not None:
+                raise IngestError(f"{where}: '{name}' is not valid Unicode (a lone surrogate escape at character {at})")
         documents.append(Document(doc_id=str(doc_id), title=title.strip(), text=text.strip(), source=where))
     return documents
 
@@ -262,6 +286,8 @@ def load_documents(paths: Sequence[Path]) -> LoadedInputs:
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             skipped.append((path, f"unsupported type {path.suffix or '(no extension)'}"))
             continue
+        if _lone_surrogate(doc_id) is not None:  # its id could not be stored
+            raise IngestError(f"{_shown(path)}: the file name is not valid UTF-8 (rename the file)")
         loaded = load_file(path, doc_id)
         if not loaded:
             skipped.append((path, "no text"))
