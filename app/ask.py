@@ -37,6 +37,12 @@ def check_question(
     """Fail fast on an empty question, a missing store, or a question too long for the context window."""
     if not question.strip():
         raise BadQuestionError("the question is empty")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: a JSON "\ud800" escape, or argv bytes that are not UTF-8
+        raise BadQuestionError(
+            f"the question is not valid Unicode text (a lone surrogate at character {exc.start})"
+        ) from None
     backends = provider(context)
     _ = backends.store  # raises StoreNotFoundError before any model is loaded
     models = [backends.verifier] if graph == "standard" else [backends.drafter, backends.verifier]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 MODELS: dict[str, Literal["speculative", "standard"]] = {
     "speculative-rag": "speculative",
@@ -37,6 +38,19 @@ class ChatMessage(BaseModel):
             return self.content
         parts = self.content or []
         return "\n".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
+
+    @model_validator(mode="after")
+    def _unicode_text(self) -> ChatMessage:
+        """Text the models can read: a lone surrogate (a JSON ``\\ud800`` escape) cannot be encoded as UTF-8."""
+        texts = [self.content] if isinstance(self.content, str) else [p.get("text") for p in self.content or []]
+        for text in texts:
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    message = "not valid Unicode text (a lone surrogate at character {at})"
+                    raise PydanticCustomError("invalid_unicode", message, {"at": exc.start}) from None
+        return self
 
 
 class ChatCompletionRequest(BaseModel):
