@@ -8,11 +8,13 @@ anything unexpected a JSON 500, never an HTML page.
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,10 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     message = str(exc.detail) if exc.detail else "error"
     if exc.status_code == 404:
         message = f"no such endpoint: {request.method} {request.url.path}"
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError | RecursionError):
+        # FastAPI's "There was an error parsing the body": a body json.loads rejects other than by syntax.
+        why = "not UTF-8" if isinstance(exc.__cause__, UnicodeDecodeError) else "nested too deeply"
+        return error_response(APIError(400, f"the request body is not valid JSON ({why})", code="invalid_json"))
     return error_response(APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
 
@@ -113,12 +119,70 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(APIError(500, message, code="internal_error"))
 
 
+class ErrorDetail(BaseModel):
+    """What went wrong (OpenAI's error object)."""
+
+    message: str = Field(description="One human-readable line")
+    type: str = Field(description="e.g. invalid_request_error, not_found_error, service_unavailable")
+    param: str | None = Field(description="The request parameter at fault, if any")
+    code: str | None = Field(description="A machine-readable code, if any")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Bad request: malformed JSON, empty or invalid content, bad context, thread or run id",
+    401: "Missing or invalid API key",
+    404: "Unknown model, run or route",
+    413: "Request body over the limit (checked before parsing)",
+    422: "A body or parameter that does not match the schema",
+    503: "A backend, model or store is unavailable, or no run slot in time",
+}
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    """Declare the error responses every operation can give, with their real body (:class:`ErrorResponse`).
+
+    FastAPI documents 422 with its own ``HTTPValidationError`` body, which this server never sends. The trace page
+    (``/ui``) answers a malformed or unknown run id with an HTML page, so its errors may also be ``text/html``.
+    """
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    body = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(body.pop("$defs", {}))
+    components["ErrorResponse"] = body
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    json_error = {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            for status in sorted(s for s in _TYPES if s != 405):
+                content: dict[str, Any] = {"application/json": json_error}
+                if path.startswith("/ui/"):
+                    content["text/html"] = {"schema": {"type": "string"}}
+                description = _ERROR_DESCRIPTIONS.get(status, HTTPStatus(status).phrase)
+                responses[str(status)] = {"description": description, "content": content}
+
+
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn every failure into an OpenAI-style error object."""
+    """Register the handlers that turn every failure into an OpenAI-style error object, and document them."""
     app.add_exception_handler(APIError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _document_errors(generate())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def run_error(exc: BaseException) -> APIError:
