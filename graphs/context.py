@@ -33,6 +33,14 @@ class Context(BaseModel):
         le=10,
         description="k: passages per draft, which is also the number of k-means clusters.",
     )
+    quarantine_instructions: bool = Field(
+        default=True,
+        description=(
+            "Set aside retrieved passages that address the model instead of informing it (chat markup, fake "
+            "document delimiters or reply lines, 'ignore the question', 'always answer ...'): prompt injection. "
+            "The trace lists each with what gave it away."
+        ),
+    )
     compress: bool = Field(
         default=False,
         description=(

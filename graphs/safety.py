@@ -46,3 +46,59 @@ def neutralize(text: str) -> str:
     text = _HEADING.sub("", text)
     text = _LABEL.sub(lambda m: f"{m.group(1)}(quoted) {m.group(2)}{m.group(3)} -", text)
     return text
+
+
+_SIGNALS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("chat markup", _MARKUP),
+    ("document delimiter", _DOCUMENT_TAG),
+    ("reply format", re.compile(r"^[ \t>#*-]*rationale\s*[:：]", re.IGNORECASE | re.MULTILINE)),
+    ("verifier question", re.compile(r"rationale\s+supports?\s+the\s+answer", re.IGNORECASE)),
+    (
+        "instruction to ignore",
+        re.compile(
+            r"\b(?:ignore|disregard|forget|override)\b[^.!?\n]{0,60}?\b(?:question|instructions?|prompt|documents?"
+            r"|context|rules|everything|above)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "instruction to answer",
+        re.compile(
+            r"\b(?:reply|respond|answer)\s+(?:only\s+|exactly\s+|always\s+)?with\b"
+            r"|\b(?:always|only)\s+(?:answer|reply|respond|say)\s*(?:with\b|[\"'“:])"
+            r"|\b(?:you|assistant|the model|the ai)\s+(?:must|should|shall|will|are required to|are to)\s+"
+            r"(?:now\s+|always\s+)?(?:answer|reply|respond|say|output|ignore)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "answer for any question",
+        re.compile(
+            r"\b(?:whatever|regardless of|no matter)\b[^.!?\n]{0,30}?\b(?:question|asks?|asked|user)\b"
+            r"|\bfor (?:every|any|all|each) questions?\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "mode or policy switch",
+        re.compile(
+            r"\b(?:new|updated)\s+(?:policy|instructions?|system prompt)\b|\bsystem\s+(?:message|notice|prompt|"
+            r"instructions?|override)\b|\b(?:test|debug|developer|admin|god)\s+mode\b|\bprevious instructions\b",
+            re.IGNORECASE,
+        ),
+    ),
+)
+
+
+def injection_signals(text: str) -> list[str]:
+    """What in ``text`` addresses the model rather than informs it: each kind found, with the matched words.
+
+    A retrieved passage with any of these is an attempt to steer the answer (prompt injection), not evidence;
+    ``retrieve`` sets such passages aside (``quarantine_instructions``) and the trace lists them with these reasons.
+    """
+    found = []
+    for kind, pattern in _SIGNALS:
+        match = pattern.search(text)
+        if match:
+            found.append(f"{kind}: {' '.join(match.group(0).split())[:60]!r}")
+    return found

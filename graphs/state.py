@@ -33,6 +33,20 @@ class Passage:
 
 
 @dataclass(kw_only=True)
+class Quarantined:
+    """A retrieved passage set aside because it addresses the model instead of informing it (prompt injection)."""
+
+    passage_id: str
+    """The passage."""
+    title: str
+    """Its title."""
+    round: int
+    """Retrieval round that found it."""
+    signals: list[str]
+    """What gave it away (kind and matched words, ``graphs.safety.injection_signals``)."""
+
+
+@dataclass(kw_only=True)
 class PassageCompression:
     """What ``compress`` kept of one passage."""
 
@@ -219,7 +233,9 @@ class State(InputState):
     passages: list[Passage] = field(default_factory=list)
     """This round's retrieved passages."""
     all_passages: Annotated[list[Passage], operator.add] = field(default_factory=list)
-    """Every passage retrieved in any round (for sources and exclusion)."""
+    """Every passage retrieved in any round (for sources and exclusion), quarantined ones included."""
+    quarantined: Annotated[list[Quarantined], operator.add] = field(default_factory=list)
+    """Retrieved passages set aside as prompt injection (never shown to a model), over all rounds."""
     compression: list[PassageCompression] = field(default_factory=list)
     """This round's compression, per passage (empty when ``compress`` is off)."""
     clusters: list[int] = field(default_factory=list)
@@ -256,7 +272,7 @@ class DraftTask:
 
 CHECKPOINT_TYPES: tuple[tuple[str, str], ...] = tuple(
     (__name__, cls.__name__)
-    for cls in (ChatTurn, Passage, PassageCompression, Scores, Draft, Round, NodeTiming, DraftTask)
+    for cls in (ChatTurn, Passage, Quarantined, PassageCompression, Scores, Draft, Round, NodeTiming, DraftTask)
 )
 """The state's own types, as (module, name): what a checkpointer must be allowed to deserialise."""
 

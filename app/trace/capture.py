@@ -13,9 +13,11 @@ it ended and ends when the error arrived.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +39,10 @@ EventCallback = Callable[[str, Any], None]
 """Receives each ``(mode, payload)`` stream item of a traced run (e.g. to report progress)."""
 
 log = logging.getLogger(__name__)
+
+
+class RunTimeoutError(TimeoutError):
+    """A run did not finish within its time limit (:func:`arun_traced` ``timeout_s``)."""
 
 
 def _utc(epoch: float) -> datetime:
@@ -265,21 +271,44 @@ async def arun_traced(
     config: RunnableConfig | None = None,
     input: InputState | None = None,
     on_event: EventCallback | None = None,
+    timeout_s: float | None = None,
 ) -> RunTrace:
-    """:func:`run_traced` for asyncio callers (``astream``); same arguments, result and errors."""
+    """:func:`run_traced` for asyncio callers (``astream``); same arguments, result and errors.
+
+    With ``timeout_s``, a run still going after that many seconds is cancelled and raises
+    :class:`RunTimeoutError`; its trace (status 'error') names the node that was running. A node blocked in a
+    synchronous call keeps its worker thread until the call returns (a thread cannot be killed).
+    """
     recorder, run_config = _begin(compiled, question, context, run_id, thread_id, config)
     t0 = time.perf_counter()
     try:
-        async for mode, payload in compiled.astream(
-            input or InputState(question=question), run_config, context=context, stream_mode=STREAM_MODES
-        ):
-            recorder.observe(mode, payload)
-            if on_event is not None:
-                on_event(mode, payload)
+        async with _deadline(timeout_s):
+            async for mode, payload in compiled.astream(
+                input or InputState(question=question), run_config, context=context, stream_mode=STREAM_MODES
+            ):
+                recorder.observe(mode, payload)
+                if on_event is not None:
+                    on_event(mode, payload)
     except BaseException as exc:
         _failed(recorder, exc, traces)
         raise
     return _succeeded(recorder, compiled.name, time.perf_counter() - t0, traces)
+
+
+@asynccontextmanager
+async def _deadline(timeout_s: float | None) -> AsyncIterator[None]:
+    """Cancel the body after ``timeout_s`` seconds and raise :class:`RunTimeoutError` (no limit when ``None``)."""
+    if timeout_s is None:
+        yield
+        return
+    limit = asyncio.timeout(timeout_s)
+    try:
+        async with limit:
+            yield
+    except TimeoutError:
+        if limit.expired():
+            raise RunTimeoutError(f"the run did not finish within {timeout_s:g} s") from None
+        raise
 
 
 def _begin(

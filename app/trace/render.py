@@ -35,7 +35,9 @@ def step_summary(step: Step) -> str:
             return f'"{_short(w.get("question", ""), 60)}" (no earlier turns to resolve)'
         return f'"{_short(w.get("original_question", ""), 40)}" → "{_short(w.get("question", ""), 60)}"'
     if step.node == "retrieve":
-        return f'"{_short(w.get("query", r.get("query", "")), 60)}" → {len(w.get("passages", []))} passages'
+        set_aside = len(w.get("quarantined", []))
+        extra = f", {set_aside} set aside as prompt injection" if set_aside else ""
+        return f'"{_short(w.get("query", r.get("query", "")), 60)}" → {len(w.get("passages", []))} passages{extra}'
     if step.node == "compress":
         parts = w.get("compression", [])
         before = sum(c["words_before"] for c in parts)
@@ -77,6 +79,13 @@ def render_trace(trace: RunTrace, console: Console) -> None:
         passages = _passages_table(trace, r, steps)
         if passages is not None:
             console.print(passages)
+        for s in steps:
+            for q in s.writes.get("quarantined", []) if s.node == "retrieve" else []:
+                reasons = "; ".join(q.get("signals", []))
+                console.print(
+                    Text(f"Set aside as prompt injection: [{q['passage_id'][:8]}] {q.get('title', '')} ({reasons})"),
+                    style="yellow",
+                )
         for line in _subset_lines(steps):
             console.print(line)
         drafts = _drafts_table(trace, r)

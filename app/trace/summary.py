@@ -134,8 +134,8 @@ def summarize_writes(node: str, task_input: Any, update: Mapping[str, Any]) -> d
             continue
         if channel == "passages":
             out["passages"] = [passage_json(p) for p in value]
-        elif channel == "compression":
-            out["compression"] = [dataclasses.asdict(c) for c in value]
+        elif channel in ("compression", "quarantined"):
+            out[channel] = [dataclasses.asdict(c) for c in value]
         elif channel == "clusters" and state is not None and len(state.passages) == len(value):
             out["clusters"] = {p.id: int(label) for p, label in zip(state.passages, value, strict=True)}
         elif channel == "drafts":

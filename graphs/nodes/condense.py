@@ -72,6 +72,7 @@ def _reset() -> dict[str, Any]:
         "round": 0,
         "passages": [],
         "all_passages": Overwrite([]),
+        "quarantined": Overwrite([]),
         "compression": [],
         "clusters": [],
         "subsets": [],

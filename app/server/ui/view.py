@@ -124,6 +124,8 @@ class RoundView:
     reflection: Reflection | None
     compressed: bool = False
     """Whether the round's passages were compressed (the page shows what was kept)."""
+    quarantined: list[str] = field(default_factory=list)
+    """Passages set aside as prompt injection: "id title (what gave it away)"."""
 
 
 @dataclass(frozen=True)
@@ -363,6 +365,12 @@ def build_page(trace: RunTrace) -> TracePage:
                     for n, p in enumerate(retrieved, 1)
                 ],
                 compressed=bool(kept),
+                quarantined=[
+                    f"{_short(q['passage_id'])} {q.get('title', '')} ({'; '.join(q.get('signals', []))})"
+                    for s in rsteps
+                    if s.node == "retrieve"
+                    for q in s.writes.get("quarantined", [])
+                ],
                 subsets=[
                     Subset(number=n, passages=[ref(pid) for pid in ids], draft_index=draft_of.get(n - 1))
                     for n, ids in enumerate(subsets_ids, 1)
