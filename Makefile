@@ -48,6 +48,9 @@ test: lint ## Lint, type-check, then the whole test suite (unit + integration on
 bench: install ## Benchmarks (ratios measured in one run)
 	$(PY) bench/bench_llm.py
 	$(PY) bench/bench_question.py
+	$(PY) bench/bench_store.py
+	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_overhead.py
 
 clean: ## Remove the demo store and caches (not the venv or the assembled models)
 	rm -rf .specrag .pytest_cache .mypy_cache .ruff_cache
