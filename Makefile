@@ -11,7 +11,7 @@ DEMO_QUESTION ?= In which year did Champollion announce his decipherment of the 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install demo test lint unit bench clean
+.PHONY: help install demo test lint unit bench reliability clean
 
 help: ## List targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ unit: install ## Fast tests only (fakes, no real models)
 
 test: lint ## Lint, type-check, then the whole test suite (unit + integration on real models)
 	$(VENV)/bin/pytest -q
+
+reliability: install ## Faults, kill -9 and a 3-minute load test of `specrag serve` (outside `make test`; see docs/reliability.md)
+	$(VENV)/bin/pytest tests/integration/test_server_reliability.py -q
+	timeout 1800 $(PY) -m tests.reliability.load --clients 32 --duration 180 --out test-artifacts/reliability/load.json
 
 bench: install ## Benchmarks (ratios measured in one run)
 	$(PY) bench/bench_llm.py

@@ -147,7 +147,18 @@ class ServerSettings(BaseModel):
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (413 above it).")
     max_concurrent_runs: int = Field(1, ge=1, description="Graph runs at once; further requests wait their turn.")
+    max_queued_runs: int = Field(
+        8,
+        ge=0,
+        description="Requests that may wait for a run slot; one more gets 429 with Retry-After at once (0: no queue).",
+    )
     queue_timeout_s: float = Field(600.0, gt=0, description="How long a request waits for a run slot (503 after).")
+    run_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Longest graph run: past it the client gets 504 and the trace names the node that was running "
+        "(a backend call that hangs keeps its run slot until it returns: a thread cannot be killed).",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none: CORS off).")
     stream_chunk_chars: int = Field(24, ge=1, description="Characters per streamed content delta (about).")
 

@@ -16,12 +16,13 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from langgraph.checkpoint.serde.base import maybe_add_typed_methods
 
 from app.checkpoint import make_async_checkpointer
 from app.server import chat, errors, traces
 from app.server.limits import BodySizeLimit
-from app.server.runner import ChatRunner
+from app.server.runner import ChatRunner, tracked
 from app.server.security import require_api_key
 from app.settings import Settings, get_settings
 from app.trace.store import TraceStore, open_trace_store
@@ -72,9 +73,10 @@ def create_app(
         )
         async with opened as saver:
             saver.serde = maybe_add_typed_methods(state_serializer())
+            counted = tracked(backends)  # a backend call that outlives its run keeps the run's slot
             graphs = {
-                "speculative": speculative_rag.build(backends).compile(checkpointer=saver, name="speculative_rag"),
-                "standard": standard_rag.build(backends).compile(checkpointer=saver, name="standard_rag"),
+                "speculative": speculative_rag.build(counted).compile(checkpointer=saver, name="speculative_rag"),
+                "standard": standard_rag.build(counted).compile(checkpointer=saver, name="standard_rag"),
             }
             app.state.trace_store = trace_store or open_trace_store(settings.traces.path)
             app.state.runner = ChatRunner(
@@ -82,7 +84,9 @@ def create_app(
                 app.state.trace_store,
                 backends,
                 max_concurrent_runs=server.max_concurrent_runs,
+                max_queued_runs=server.max_queued_runs,
                 queue_timeout_s=server.queue_timeout_s,
+                run_timeout_s=server.run_timeout_s,
                 stream_chunk_chars=server.stream_chunk_chars,
             )
             yield
@@ -94,11 +98,16 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url="/v1/openapi.json",
+        openapi_url=None,  # served below, behind the same auth as every /v1 route
     )
     app.state.api_key = server.api_key.get_secret_value() if server.api_key is not None else None
     app.state.runner = None
     errors.install(app)
+
+    @app.get("/v1/openapi.json", include_in_schema=False, dependencies=[Depends(require_api_key)])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     app.include_router(chat.router)
     app.include_router(traces.router)
     _include_ui(app)

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 
 from app.server.errors import APIError, error_body, run_error
-from app.server.runner import ChatRun, ChatRunner
+from app.server.runner import ChatRun, ChatRunner, Lease
 from app.server.schemas import MODELS, THREAD_ID, ChatCompletionRequest, ModelCard, ModelList
 from app.server.security import require_api_key
 from app.trace.capture import round_of
@@ -141,7 +141,7 @@ async def chat_completions(
     thread_id = _thread_id(body, x_thread_id)
     runner = runner_of(request)
     stack = AsyncExitStack()
-    await stack.enter_async_context(runner.lease(thread_id))
+    lease = await stack.enter_async_context(runner.lease(thread_id))
     try:
         run = await runner.prepare(
             model=body.model, graph=graph, thread_id=thread_id, request_turns=turns, context=context
@@ -154,14 +154,14 @@ async def chat_completions(
     headers = {"X-Thread-Id": thread_id, "X-Run-Id": run.run_id}
     if body.stream:
         return StreamingResponse(
-            _sse(runner, run, stack),
+            _sse(runner, run, lease, stack),
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             background=BackgroundTask(stack.aclose),  # releases the lease if the stream never started
         )
     async with stack:
         try:
-            trace = await runner.execute(run)
+            trace = await runner.execute(run, lease=lease)
         except Exception as exc:
             raise run_error(exc) from None
     return JSONResponse(_completion(trace, run), headers=headers)
@@ -220,20 +220,19 @@ class _Progress:
             self.queue.put_nowait({"event": "node_start", "node": node, "round": round_})
 
 
-async def _sse(runner: ChatRunner, run: ChatRun, stack: AsyncExitStack) -> AsyncIterator[str]:
+async def _sse(runner: ChatRunner, run: ChatRun, lease: Lease, stack: AsyncExitStack) -> AsyncIterator[str]:
     """The stream: role, progress chunks, the answer in pieces, the final chunk with ``specrag``, ``[DONE]``."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
     async def drive() -> RunTrace:
         try:
-            return await runner.execute(run, _Progress(queue))
+            return await runner.execute(run, _Progress(queue), lease=lease)
         finally:
             queue.put_nowait(None)
 
-    task: asyncio.Task[RunTrace] | None = None
-    try:
-        async with stack:
-            task = asyncio.create_task(drive())
+    async with stack:  # the lease ends with the run (its slot: once the run's backend calls have returned)
+        task = asyncio.create_task(drive())
+        try:
             yield _chunk(
                 run,
                 {"role": "assistant", "content": ""},
@@ -248,11 +247,11 @@ async def _sse(runner: ChatRunner, run: ChatRun, stack: AsyncExitStack) -> Async
                 body = error_body(error.status, error.message, param=error.param, code=error.code)
                 yield f"data: {json.dumps(body)}\n\n"
                 return
-        assert trace.result is not None
-        for piece in _pieces(answer_text(trace.result), runner.stream_chunk_chars):
-            yield _chunk(run, {"content": piece})
-        yield _chunk(run, {}, finish="stop", ext=extension(trace, run))
-        yield "data: [DONE]\n\n"
-    finally:
-        if task is not None and not task.done():
-            task.cancel()
+        finally:
+            if not task.done():  # the client went away: stop the run before its lease ends
+                task.cancel()
+    assert trace.result is not None
+    for piece in _pieces(answer_text(trace.result), runner.stream_chunk_chars):
+        yield _chunk(run, {"content": piece})
+    yield _chunk(run, {}, finish="stop", ext=extension(trace, run))
+    yield "data: [DONE]\n\n"

@@ -1,8 +1,9 @@
 """OpenAI-style error objects: every failure is ``{"error": {"message", "type", "param", "code"}}`` with a 4xx/5xx.
 
 Bad requests get 400 (malformed JSON, empty content, bad context), 401 (auth), 404 (unknown model, run or route),
-413 (body too large) or 422 (a body that does not match the schema); backends that are down or misconfigured 503;
-anything unexpected a JSON 500, never an HTML page.
+413 (body too large) or 422 (a body that does not match the schema); a full run queue 429 (with Retry-After);
+backends that are down or misconfigured, or no run slot in time, 503; a run past its time limit 504; anything
+unexpected a JSON 500, never an HTML page.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ _TYPES = {
     405: "invalid_request_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
+    429: "rate_limit_error",
     503: "service_unavailable",
+    504: "timeout_error",
 }
 
 
@@ -196,6 +199,7 @@ def run_error(exc: BaseException) -> APIError:
     from app.models import ModelNotInstalledError
     from app.store.errors import StoreError
     from app.store.protocol import StoreNotFoundError
+    from app.trace.capture import RunTimeoutError
     from app.trace.model import TraceError
 
     notes = "; ".join(" ".join(str(n).split()) for n in getattr(exc, "__notes__", ()))
@@ -206,6 +210,8 @@ def run_error(exc: BaseException) -> APIError:
         return APIError(400, message, param="messages", code="context_length_exceeded")
     if isinstance(exc, BadQuestionError):
         return APIError(400, message, param="messages", code="invalid_question")
+    if isinstance(exc, RunTimeoutError):
+        return APIError(504, f"{message} (SPECRAG_SERVER__RUN_TIMEOUT_S)", code="run_timeout")
     unavailable: tuple[type[BaseException], ...] = (
         BackendUnavailableError,
         NotSupportedError,
