@@ -143,7 +143,9 @@ _ERROR_DESCRIPTIONS = {
     404: "Unknown model, run or route",
     413: "Request body over the limit (checked before parsing)",
     422: "A body or parameter that does not match the schema",
+    429: "The run queue is full (SPECRAG_SERVER__MAX_QUEUED_RUNS); retry after Retry-After seconds",
     503: "A backend, model or store is unavailable, or no run slot in time",
+    504: "The run took longer than SPECRAG_SERVER__RUN_TIMEOUT_S",
 }
 
 
