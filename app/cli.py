@@ -116,7 +116,7 @@ def ingest(
 
     settings = get_settings()
     inputs = load_documents(paths)  # validates everything before the store is touched
-    for skipped, reason in inputs.skipped:
+    for skipped, reason in [*inputs.skipped, *inputs.skipped_records]:
         err_console.print(f"[yellow]skipped[/] {escape(str(skipped))}: {escape(reason)}")
     embedder = make_embedder(settings.embedder)
     kb = open_store(settings.store, path=_store_path(store), embedder=embedder, create=True)

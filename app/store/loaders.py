@@ -70,11 +70,14 @@ class LoadedInputs:
         documents: All documents, in input order (directories sorted by path).
         files: Files read.
         skipped: ``(path, reason)`` for files not read (unsupported type, empty, no text).
+        skipped_records: ``(path, reason)`` for files that were read but had records with no text (JSONL lines
+            whose ``text`` is empty), one entry per file naming the lines.
     """
 
     documents: list[Document]
     files: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    skipped_records: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def _is_hidden(path: Path, root: Path) -> bool:
@@ -170,13 +173,18 @@ def _read_pdf(reader_type: Any, path: Path) -> tuple[str | None, str]:
     return title, text
 
 
-def _load_jsonl(path: Path) -> list[Document]:
-    """One document per line ``{"id", "title", "text"}``.
+def _load_jsonl(path: Path) -> tuple[list[Document], list[int]]:
+    """One document per line ``{"id", "title", "text"}``; a record whose ``text`` is an empty string has nothing to
+    index and is skipped (the shared PopQA corpus has such lines).
+
+    Returns:
+        The documents, and the numbers of the lines skipped for empty text.
 
     Raises:
         IngestError: With ``file:line`` for a line that is not such an object.
     """
     documents = []
+    empty: list[int] = []
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -194,8 +202,11 @@ def _load_jsonl(path: Path) -> list[Document]:
         doc_id, title, text = record.get("id"), record.get("title", ""), record.get("text")
         if not isinstance(doc_id, str | int) or isinstance(doc_id, bool) or str(doc_id).strip() == "":
             raise IngestError(f"{where}: missing or invalid 'id' (a non-empty string)")
-        if not isinstance(text, str) or not text.strip():
-            raise IngestError(f"{where}: missing or empty 'text'")
+        if not isinstance(text, str):
+            raise IngestError(f"{where}: missing 'text' (a string)")
+        if not text.strip():
+            empty.append(number)
+            continue
         if title is None:
             title = ""
         if not isinstance(title, str):
@@ -205,7 +216,7 @@ def _load_jsonl(path: Path) -> list[Document]:
             if at is not None:
                 raise IngestError(f"{where}: '{name}' is not valid Unicode (a lone surrogate escape at character {at})")
         documents.append(Document(doc_id=str(doc_id), title=title.strip(), text=text.strip(), source=where))
-    return documents
+    return documents, empty
 
 
 def load_file(path: Path, doc_id: str) -> list[Document]:
@@ -223,7 +234,7 @@ def load_file(path: Path, doc_id: str) -> list[Document]:
     """
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return _load_jsonl(path)
+        return _load_jsonl(path)[0]
     if suffix == ".pdf":
         title, text = _load_pdf(path)
     elif suffix in {".md", ".markdown"}:
@@ -277,6 +288,7 @@ def load_documents(paths: Sequence[Path]) -> LoadedInputs:
     documents: list[Document] = []
     files: list[Path] = []
     skipped: list[tuple[Path, str]] = []
+    skipped_records: list[tuple[Path, str]] = []
     seen: set[Path] = set()
     for path, doc_id in _expand(paths):
         key = path.resolve()
@@ -288,10 +300,16 @@ def load_documents(paths: Sequence[Path]) -> LoadedInputs:
             continue
         if _lone_surrogate(doc_id) is not None:  # its id could not be stored
             raise IngestError(f"{_shown(path)}: the file name is not valid UTF-8 (rename the file)")
-        loaded = load_file(path, doc_id)
+        if path.suffix.lower() == ".jsonl":
+            loaded, empty = _load_jsonl(path)
+            if empty:
+                lines = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+                skipped_records.append((path, f"{len(empty)} record(s) with empty text skipped (line {lines})"))
+        else:
+            loaded = load_file(path, doc_id)
         if not loaded:
             skipped.append((path, "no text"))
             continue
         files.append(path)
         documents.extend(loaded)
-    return LoadedInputs(documents=documents, files=files, skipped=skipped)
+    return LoadedInputs(documents=documents, files=files, skipped=skipped, skipped_records=skipped_records)

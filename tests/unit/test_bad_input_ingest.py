@@ -125,7 +125,11 @@ def valid_line(line: str) -> bool | None:
     doc_id, title, text = record.get("id"), record.get("title", ""), record.get("text")
     if isinstance(doc_id, bool) or not isinstance(doc_id, str | int) or not str(doc_id).strip():
         return False
-    if not isinstance(text, str) or not text.strip() or not isinstance(title, str | None):
+    if not isinstance(text, str):
+        return False
+    if not text.strip():
+        return None  # nothing to index: the record is skipped
+    if not isinstance(title, str | None):
         return False
     return all(_encodes(v) for v in (str(doc_id), title or "", text))
 

@@ -99,7 +99,7 @@ def test_jsonl_one_document_per_line(tmp_path: Path) -> None:
         ("{not json", "not valid JSON"),
         ('["a list"]', "expected an object"),
         ('{"title": "t", "text": "x"}', "'id'"),
-        ('{"id": "x", "title": "t", "text": ""}', "'text'"),
+        ('{"id": "x", "title": "t", "text": 5}', "'text'"),
         ('{"id": "x", "title": 3, "text": "x"}', "'title'"),
     ],
 )
@@ -255,3 +255,19 @@ def test_chunk_ids_stable_and_content_based() -> None:
     assert chunk_id("d", "t") == hashlib.sha256(b"d\0t").hexdigest()[:32]
     renamed = chunk_document(Document(doc_id="d1", title="Other title", text=doc.text, source="y"))
     assert [c.id for c in renamed] == [c.id for c in first]  # the title is not part of the id
+
+
+def test_jsonl_records_with_empty_text_are_skipped_and_reported(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    rows = [
+        {"id": "a", "title": "A", "text": "Alpha."},
+        {"id": "b", "title": "B", "text": ""},
+        {"id": "c", "text": " "},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    loaded = load_documents([path])
+    assert [d.doc_id for d in loaded.documents] == ["a"] and loaded.files == [path]
+    assert loaded.skipped_records == [(path, "2 record(s) with empty text skipped (line 2, 3)")]
+    path.write_text(json.dumps({"id": "d", "title": "D"}) + "\n", encoding="utf-8")
+    with pytest.raises(IngestError, match=r"corpus.jsonl:1: missing 'text'"):
+        load_documents([path])
