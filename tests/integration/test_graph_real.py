@@ -22,6 +22,7 @@ from graphs import prompting, speculative_rag
 from graphs.backends import StaticBackends
 from graphs.context import Context
 from graphs.nodes.draft import format_passages
+from graphs.safety import neutralize
 from graphs.state import InputState, State
 from tests.conftest import REPO
 
@@ -102,7 +103,9 @@ def test_verifier_scores_match_a_recomputation_without_prefix_cache(state: State
                 [
                     ScoreRequest(
                         prompt=template.chat(question=QUESTION),
-                        continuation=template.text("continuation", answer=d.answer, rationale=d.rationale),
+                        continuation=template.text(
+                            "continuation", answer=neutralize(d.answer), rationale=neutralize(d.rationale)
+                        ),
                         followup=followup,
                         candidates=("Yes", "No"),
                     )
