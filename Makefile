@@ -55,6 +55,7 @@ bench: install ## Benchmarks (ratios measured in one run)
 	$(PY) bench/bench_store.py
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_overhead.py
+	$(PY) bench/bench_stream.py
 
 clean: ## Remove the demo store and caches (not the venv or the assembled models)
 	rm -rf .specrag .pytest_cache .mypy_cache .ruff_cache
