@@ -459,6 +459,13 @@ def evaluate(
     normalization: Annotated[
         str | None, typer.Option("--normalization", help=_knob("raw or mean.", "score_normalization"))
     ] = None,
+    compress_target: Annotated[
+        float | None,
+        typer.Option(
+            "--compress-target",
+            help=_knob("For the +compress systems: fraction of the passages' words kept.", "compress_target"),
+        ),
+    ] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Discard what --out holds and start afresh.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -475,6 +482,7 @@ def evaluate(
             "max_rounds": max_rounds,
             "seed": seed,
             "score_normalization": normalization,
+            "compress_target": compress_target,
         }
     )
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from app.eval.runner import CURVES, QuestionRecord
 from app.eval.stats import Interval, bootstrap_mean, paired_difference, percentile
-from app.eval.systems import SYSTEMS
+from app.eval.systems import SYSTEMS, SystemResult
 
 BASELINE = "standard"
 
@@ -54,12 +54,33 @@ class SystemSummary(BaseModel):
     by_task: dict[str, IntervalOut]
 
 
+class CompressionSummary(BaseModel):
+    """A compressed system against the same system on the full passages, paired over the same questions."""
+
+    system: str = Field(description="The compressed system, e.g. speculative+compress")
+    baseline: str = Field(description="The same system without compression")
+    questions: int
+    accuracy_change: IntervalOut = Field(description="Paired accuracy difference, compressed minus full")
+    prompt_tokens_saved: IntervalOut = Field(description="Fraction of prompt tokens (all models) saved, per question")
+    drafter_prompt_tokens_saved: IntervalOut | None = Field(
+        None, description="Fraction of drafter prompt tokens saved, per question (drafting systems only)"
+    )
+    latency_ratio: float = Field(description="Median of per-question latency ratios, compressed / full")
+
+
+COMPRESSED = {"speculative+compress": "speculative", "standard+compress": "standard"}
+"""Each compressed system and its uncompressed counterpart."""
+
+
 class Summary(BaseModel):
     """What ``summary.json`` holds."""
 
     questions: int
     tasks: dict[str, int]
     systems: list[SystemSummary]
+    compression: list[CompressionSummary] = Field(
+        default_factory=list, description="Compressed systems against their uncompressed counterparts"
+    )
     curves: dict[str, list[float]] = Field(description="Accuracy choosing among the first j drafts, j = 1..m")
     settings: dict[str, object]
 
@@ -124,8 +145,38 @@ def summarize(records: Sequence[QuestionRecord], systems: Sequence[str], setting
         questions=len(rows),
         tasks={t: sum(1 for r in rows if r.task == t) for t in tasks},
         systems=out,
+        compression=[compression(rows, c, b) for c, b in COMPRESSED.items() if c in systems and b in systems],
         curves=curves,
         settings=settings,
+    )
+
+
+def _saved(before: Sequence[float], after: Sequence[float]) -> IntervalOut | None:
+    """Per-question fraction saved (1 - after/before) with its bootstrap interval, over questions with tokens."""
+    fractions = [1.0 - a / b for b, a in zip(before, after, strict=True) if b > 0]
+    return IntervalOut.of(bootstrap_mean(fractions)) if fractions else None
+
+
+def compression(rows: Sequence[QuestionRecord], system: str, baseline: str) -> CompressionSummary:
+    """``system`` (compressed) against ``baseline`` (full passages) over ``rows``, which hold both."""
+    full = [r.systems[baseline] for r in rows]
+    small = [r.systems[system] for r in rows]
+
+    def drafter(results: Sequence[SystemResult]) -> list[float]:
+        return [float(x.usage["drafter"].prompt_tokens) if "drafter" in x.usage else 0.0 for x in results]
+
+    prompt = _saved([float(x.prompt_tokens) for x in full], [float(x.prompt_tokens) for x in small])
+    ratios = [s.seconds / f.seconds for s, f in zip(small, full, strict=True) if f.seconds > 0]
+    return CompressionSummary(
+        system=system,
+        baseline=baseline,
+        questions=len(rows),
+        accuracy_change=IntervalOut.of(
+            paired_difference([float(x.correct) for x in small], [float(x.correct) for x in full])
+        ),
+        prompt_tokens_saved=prompt or IntervalOut(mean=0.0, low=0.0, high=0.0),
+        drafter_prompt_tokens_saved=_saved(drafter(full), drafter(small)),
+        latency_ratio=percentile(ratios, 50) if ratios else float("nan"),
     )
 
 
@@ -163,6 +214,24 @@ def markdown(s: Summary) -> str:
     lines.append("|---|" + "---|" * len(s.tasks))
     for x in s.systems:
         lines.append(f"| {x.system} | " + " | ".join(x.by_task[t].pct() for t in s.tasks) + " |")
+    if s.compression:
+        lines += [
+            "",
+            "## Compression",
+            "",
+            "Each compressed system against the same system on the full passages, paired over the same questions. "
+            "Saved: mean per-question fraction of prompt tokens not sent, with its 95% bootstrap interval; latency: "
+            "median of per-question ratios (compressed / full).",
+            "",
+            "| system | vs | accuracy change | drafter prompt tokens saved | all prompt tokens saved | latency × |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in s.compression:
+            drafter = c.drafter_prompt_tokens_saved.pct() + " %" if c.drafter_prompt_tokens_saved else "—"
+            lines.append(
+                f"| {c.system} | {c.baseline} | {c.accuracy_change.signed_pct()} | {drafter} "
+                f"| {c.prompt_tokens_saved.pct()} % | {c.latency_ratio:.2f} |"
+            )
     if s.curves:
         names = list(s.curves)
         lines += [

@@ -135,3 +135,18 @@ def test_help_has_examples() -> None:
     assert "specrag ingest samples/corpus" in result.stdout
     result = runner.invoke(app, ["stats", "--help"])
     assert "specrag stats --store" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--compress-target", "1.5"], "invalid option compress_target"),
+        (["--compress-target", "0"], "invalid option compress_target"),
+        (["--normalization", "median"], "invalid option score_normalization"),
+    ],
+)
+def test_eval_refuses_bad_knobs_before_reading_anything(tmp_path: Path, args: list[str], needle: str) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["eval", str(tmp_path / "questions.jsonl"), "--out", str(out), *args])
+    _assert_one_line_error(result, needle)
+    assert not out.exists()
