@@ -49,12 +49,12 @@ class Context(BaseModel):
         ),
     )
     compress_target: float = Field(
-        default=0.2,
+        default=0.15,
         gt=0.0,
         le=1.0,
         description=(
-            "With compress: fraction of the passages' words to keep (0.2 keeps about 20%; the drafter prompt "
-            "shrinks by less, about 40%, because its instructions and the question are not compressed)."
+            "With compress: fraction of the passages' words to keep (0.15 keeps about 15%; the drafter prompt "
+            "shrinks by less, about 43%, because its instructions and the question are not compressed)."
         ),
     )
     partition: Literal["kmeans", "random"] = Field(
