@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from app.eval import export
 from app.eval.runner import RESULTS, EvalError, load_records
 from app.eval.session import EvalOptions, evaluate
 from app.eval.systems import SYSTEMS, Models, pick
@@ -148,3 +149,33 @@ def test_other_settings_in_the_same_out_dir_are_refused(dataset: Path, tmp_path:
 def test_unknown_system_is_refused(dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(EvalError, match=r"unknown system.*valid: standard"):
         evaluate(_options(dataset, tmp_path / "run", ["standard", "oracle"]), Console(quiet=True), _models())
+
+
+def test_export_drops_dataset_text_and_a_run_resumes_from_it(dataset: Path, tmp_path: Path) -> None:
+    out, copy = tmp_path / "run", tmp_path / "copy"
+    models = _models()
+    verifier_calls: list[str] = models.verifier.inner.calls  # type: ignore[attr-defined]
+    systems = ["standard", "speculative"]
+    evaluate(_options(dataset, out, systems, limit=1), Console(quiet=True), models)
+    one_question = list(verifier_calls)  # what short_qa-0 cost the verifier
+    evaluate(_options(dataset, out, systems, limit=2), Console(quiet=True), models)
+    assert export.main([str(out), str(copy)]) == 0
+    text = (copy / RESULTS).read_text()
+    assert "capital of France" not in text and "Lyon is a city" not in text  # question and passages dropped
+    records = load_records(copy / RESULTS)
+    assert set(records) == {"short_qa-0", "mcq-0"}
+    kept = load_records(out / RESULTS)
+    for record in records.values():
+        assert record.question == "" and record.gold == [] and record.passages == [] and record.choices is None
+        assert record.systems == kept[record.id].systems and record.curves == kept[record.id].curves
+    # Resuming from the copy redoes nothing it holds: only the third question (shaped like the first) runs.
+    before = len(verifier_calls)
+    again = evaluate(_options(dataset, copy, systems), Console(quiet=True), models)
+    assert again is not None and again.questions == 3
+    assert [r["id"] for r in _lines(copy)[2:]] == ["short_qa-1"]
+    assert verifier_calls[before:] == one_question
+
+
+def test_export_of_a_directory_without_a_run_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert export.main([str(tmp_path), str(tmp_path / "copy")]) == 1
+    assert "not a specrag eval --out directory" in capsys.readouterr().err

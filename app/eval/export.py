@@ -1,0 +1,55 @@
+"""Copy an evaluation's results without the dataset's text, so a long run can be kept in the repository.
+
+``python -m app.eval.export OUT DEST`` writes ``DEST/run.json`` and ``DEST/results.jsonl``: every record keeps
+its id, task, systems (answers, correctness, scores, tokens, timings) and curves, and drops what came from the
+dataset (question, gold answers, choices, passages). ``specrag eval`` resumes from such a copy: put it in
+``--out`` (``cp -r DEST OUT``) and run the same command; finished questions are not redone and the report is
+built from the records as they are. Traces (``traces.sqlite``) are not copied: they hold the passages.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from app.eval.runner import RESULTS, RUN_INFO, QuestionRecord, load_records
+
+
+def without_data(record: QuestionRecord) -> QuestionRecord:
+    """The record with the dataset's text removed (question, gold answers, choices, passages)."""
+    return record.model_copy(update={"question": "", "gold": [], "choices": None, "passages": []})
+
+
+def export(out: Path, dest: Path) -> int:
+    """Write the data-free copy of ``out`` to ``dest``; returns the number of records.
+
+    Raises:
+        FileNotFoundError: ``out`` holds no ``run.json``.
+    """
+    if not (out / RUN_INFO).is_file():
+        raise FileNotFoundError(f"{out} holds no {RUN_INFO}: not a specrag eval --out directory")
+    records = load_records(out / RESULTS)
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / RUN_INFO, dest / RUN_INFO)
+    with (dest / RESULTS).open("w", encoding="utf-8") as f:
+        for record in records.values():
+            f.write(without_data(record).model_dump_json() + "\n")
+    return len(records)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m app.eval.export OUT DEST", file=sys.stderr)
+        return 2
+    try:
+        n = export(Path(argv[0]), Path(argv[1]))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {n} records without dataset text to {argv[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
