@@ -54,7 +54,7 @@ class Context(BaseModel):
         le=1.0,
         description=(
             "With compress: fraction of the passages' words to keep (0.15 keeps about 15%; the drafter prompt "
-            "shrinks by less, about 43%, because its instructions and the question are not compressed)."
+            "shrinks by less, about 44%, because its instructions and the question are not compressed)."
         ),
     )
     partition: Literal["kmeans", "random"] = Field(
