@@ -4,34 +4,18 @@ paired difference to ``standard``, F1, latency percentiles, tokens and model cal
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from app.eval.dataset import EvalQuestion
+from app.eval.diagnostics import Ablation, DraftStats, ablations, draft_stats
 from app.eval.runner import CURVES, QuestionRecord
-from app.eval.stats import Interval, bootstrap_mean, paired_difference, percentile
+from app.eval.stats import IntervalOut, bootstrap_mean, paired_difference, percentile
 from app.eval.systems import SYSTEMS, SystemResult
 
 BASELINE = "standard"
-
-
-class IntervalOut(BaseModel):
-    """A mean and its 95% bootstrap interval."""
-
-    mean: float
-    low: float
-    high: float
-
-    @classmethod
-    def of(cls, i: Interval) -> IntervalOut:
-        return cls(mean=i.mean, low=i.low, high=i.high)
-
-    def pct(self) -> str:
-        return f"{100 * self.mean:.1f} [{100 * self.low:.1f}, {100 * self.high:.1f}]"
-
-    def signed_pct(self) -> str:
-        return f"{100 * self.mean:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
 
 
 class SystemSummary(BaseModel):
@@ -82,6 +66,10 @@ class Summary(BaseModel):
         default_factory=list, description="Compressed systems against their uncompressed counterparts"
     )
     curves: dict[str, list[float]] = Field(description="Accuracy choosing among the first j drafts, j = 1..m")
+    ablations: list[Ablation] = Field(default_factory=list, description="Each ablation paired against speculative")
+    drafts: list[DraftStats] = Field(
+        default_factory=list, description="Per drafting system: selected vs oracle accuracy, drafts in format"
+    )
     settings: dict[str, object]
 
 
@@ -90,8 +78,16 @@ def complete(records: Sequence[QuestionRecord], systems: Sequence[str]) -> list[
     return [r for r in records if all(s in r.systems for s in systems)]
 
 
-def summarize(records: Sequence[QuestionRecord], systems: Sequence[str], settings: dict[str, object]) -> Summary:
+def summarize(
+    records: Sequence[QuestionRecord],
+    systems: Sequence[str],
+    settings: dict[str, object],
+    questions: Mapping[str, EvalQuestion] | None = None,
+) -> Summary:
     """Summary over the records that have all ``systems``.
+
+    ``questions`` (the dataset by id) lets the report score every draft, not only the selected answers; without
+    it the drafts table is left out.
 
     Raises:
         ValueError: No record has every system yet.
@@ -147,6 +143,8 @@ def summarize(records: Sequence[QuestionRecord], systems: Sequence[str], setting
         systems=out,
         compression=[compression(rows, c, b) for c, b in COMPRESSED.items() if c in systems and b in systems],
         curves=curves,
+        ablations=ablations(rows, systems),
+        drafts=draft_stats(rows, systems, questions) if questions else [],
         settings=settings,
     )
 
@@ -232,6 +230,7 @@ def markdown(s: Summary) -> str:
                 f"| {c.system} | {c.baseline} | {c.accuracy_change.signed_pct()} | {drafter} "
                 f"| {c.prompt_tokens_saved.pct()} % | {c.latency_ratio:.2f} |"
             )
+    lines += _ablations(s) + _drafts(s)
     if s.curves:
         names = list(s.curves)
         lines += [
@@ -249,3 +248,40 @@ def markdown(s: Summary) -> str:
             lines.append(f"| {j + 1} | " + " | ".join(cells) + " |")
     lines += ["", "Descriptions:", ""] + [f"- `{x.system}`: {x.description}" for x in s.systems]
     return "\n".join(lines) + "\n"
+
+
+def _ablations(s: Summary) -> list[str]:
+    if not s.ablations:
+        return []
+    lines = [
+        "",
+        "## Ablations against speculative",
+        "",
+        "Each ablation minus `speculative`, paired over the same questions (percentage points, 95% bootstrap "
+        "interval). The paper's yardsticks: no verifier about -5.5, random subsets about -1.2.",
+        "",
+        "| system | accuracy | Δ vs speculative |",
+        "|---|---|---|",
+    ]
+    return lines + [f"| {a.system} | {100 * a.accuracy:.1f} | {a.change.signed_pct()} |" for a in s.ablations]
+
+
+def _drafts(s: Summary) -> list[str]:
+    if not s.drafts:
+        return []
+    lines = [
+        "",
+        "## Drafts",
+        "",
+        "Oracle: questions where at least one draft is correct, the ceiling of any selection among them. Correct "
+        "drafts: share of all drafts. In format: drafts with an `Answer:` line (otherwise the draft's whole text is "
+        "its answer).",
+        "",
+        "| system | selected | oracle | drafts per question | correct drafts | in format |",
+        "|---|---|---|---|---|---|",
+    ]
+    return lines + [
+        f"| {d.system} | {d.selected.pct()} | {d.oracle.pct()} | {d.drafts:.1f} | {100 * d.draft_accuracy:.1f} % "
+        f"| {100 * d.parsed:.1f} % |"
+        for d in s.drafts
+    ]

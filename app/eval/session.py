@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from app.eval.dataset import load_questions
+from app.eval.dataset import EvalQuestion, load_questions
 from app.eval.plots import write_plots
 from app.eval.report import Summary, complete, summarize, write_summary
 from app.eval.runner import QuestionRecord, RunSpec, missing, open_run, ordered_systems, run_questions
@@ -116,13 +116,13 @@ def evaluate(options: EvalOptions, console: Console, models: Models | None = Non
             ):
                 bar.update(task, advance=1, description=_running(records, wanted, systems, record))
     finally:
-        summary = _write(records, wanted, systems, options, spec, console)
+        summary = _write(records, {q.id: q for q in questions}, systems, options, spec, console)
     return summary
 
 
 def _write(
     records: dict[str, QuestionRecord],
-    wanted: set[str],
+    wanted: dict[str, EvalQuestion],
     systems: list[str],
     options: EvalOptions,
     spec: RunSpec,
@@ -138,7 +138,7 @@ def _write(
         "passages": f"retrieved from {options.store}" if options.store else "given by the dataset",
         **spec.models,
     }
-    summary = summarize(rows, systems, settings)
+    summary = summarize(rows, systems, settings, wanted)
     write_summary(summary, options.out)
     written = write_plots(summary, options.out)
     console.print(

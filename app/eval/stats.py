@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -48,3 +49,21 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, seed: int = 0) 
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (linear interpolation), NaN for no values."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
+
+
+class IntervalOut(BaseModel):
+    """A mean and its 95% bootstrap interval."""
+
+    mean: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, i: Interval) -> IntervalOut:
+        return cls(mean=i.mean, low=i.low, high=i.high)
+
+    def pct(self) -> str:
+        return f"{100 * self.mean:.1f} [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+
+    def signed_pct(self) -> str:
+        return f"{100 * self.mean:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"

@@ -1,11 +1,13 @@
-"""The report's compression comparison: each compressed system against its uncompressed counterpart, paired over
-the same questions (accuracy change, tokens saved, latency ratio), from hand-built records."""
+"""The report's comparisons, from hand-built records: each compressed system against its uncompressed counterpart
+(accuracy change, tokens saved, latency ratio), the ablations against speculative, and the drafts scored against the
+dataset (selected vs oracle accuracy)."""
 
 import pytest
 
+from app.eval.dataset import EvalQuestion
 from app.eval.report import markdown, summarize
 from app.eval.runner import QuestionRecord
-from app.eval.systems import ModelUsage, SystemResult
+from app.eval.systems import DraftRecord, ModelUsage, SystemResult
 
 
 def _result(*, correct: bool, seconds: float, drafter: int | None, verifier: int) -> SystemResult:
@@ -64,3 +66,77 @@ def test_no_compression_table_without_both_sides() -> None:
     summary = summarize(records, ["standard", "speculative+compress"], {})
     assert summary.compression == []
     assert "## Compression" not in markdown(summary)
+
+
+def _draft(answer: str, *, parsed: bool = True) -> DraftRecord:
+    return DraftRecord(
+        round=0,
+        answer=answer,
+        rationale="r",
+        passages=[0, 1],
+        parsed=parsed,
+        draft=-1.0,
+        draft_tokens=3,
+        self_consistency=-2.0,
+        self_consistency_tokens=5,
+        self_reflection=-0.1,
+        total=-3.1,
+        prompt_tokens=100,
+    )
+
+
+def _question(i: int) -> EvalQuestion:
+    return EvalQuestion(id=f"q{i}", question="Who?", answers=["Paris"], task="short_qa")
+
+
+def _drafted(i: int, answers: list[str], *, selected: str, no_verifier: bool) -> QuestionRecord:
+    """A record as an export leaves it: no question text and no gold answers."""
+    spec = SystemResult(answer=selected, correct=selected == "Paris", drafts=[_draft(a) for a in answers])
+    return QuestionRecord(
+        id=f"q{i}",
+        task="short_qa",
+        question="",
+        gold=[],
+        systems={
+            "standard": SystemResult(answer="Paris", correct=True),
+            "speculative": spec,
+            "no-verifier": SystemResult(answer="x", correct=no_verifier, derived_from="speculative"),
+        },
+    )
+
+
+def test_ablations_are_paired_against_speculative() -> None:
+    records = [
+        _drafted(0, ["Paris", "Rome"], selected="Paris", no_verifier=False),
+        _drafted(1, ["Paris", "Rome"], selected="Paris", no_verifier=True),
+        _drafted(2, ["Rome", "Rome"], selected="Rome", no_verifier=False),
+        _drafted(3, ["Rome", "Rome"], selected="Rome", no_verifier=True),
+    ]
+    summary = summarize(records, ["standard", "speculative", "no-verifier"], {})
+    (ablation,) = summary.ablations
+    assert ablation.system == "no-verifier"
+    assert ablation.accuracy == pytest.approx(0.5)
+    assert ablation.change.mean == pytest.approx(0.0)  # +1 on q3, -1 on q0
+    assert ablation.change.low < 0 < ablation.change.high
+    assert summary.drafts == []  # no dataset given: the drafts cannot be scored
+    report = markdown(summary)
+    assert "| no-verifier | 50.0 | +0.0 [" in report
+    assert "## Drafts" not in report
+
+
+def test_drafts_are_scored_against_the_dataset_not_the_stripped_records() -> None:
+    records = [
+        _drafted(0, ["Paris", "Rome", "Lyon"], selected="Rome", no_verifier=False),
+        _drafted(1, ["Rome", "Rome", "Rome"], selected="Rome", no_verifier=False),
+    ]
+    records[1].systems["speculative"].drafts[0] = _draft("The documents say nothing", parsed=False)
+    questions = {q.id: q for q in (_question(0), _question(1))}
+    summary = summarize(records, ["standard", "speculative", "no-verifier"], {}, questions)
+    (stats,) = summary.drafts
+    assert stats.system == "speculative"
+    assert stats.questions == 2
+    assert stats.selected.mean == pytest.approx(0.0)
+    assert stats.oracle.mean == pytest.approx(0.5)  # q0 had a right draft that was not selected
+    assert stats.draft_accuracy == pytest.approx(1 / 6)
+    assert stats.parsed == pytest.approx(5 / 6)
+    assert "| speculative | 0.0 [0.0, 0.0] | 50.0 [" in markdown(summary)

@@ -1,0 +1,106 @@
+"""Where a drafting system loses accuracy: the ablations paired against ``speculative``, and the drafts themselves
+(how often any draft was right, which bounds what selection can reach, and how often drafts kept the reply format).
+
+Kept apart from :mod:`app.eval.report`, which formats them; both read the same per-question records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel, Field
+
+from app.eval.dataset import EvalQuestion
+from app.eval.metrics import score_answer
+from app.eval.runner import QuestionRecord
+from app.eval.stats import IntervalOut, bootstrap_mean, paired_difference
+from app.eval.systems import SELECTIONS
+
+FULL = "speculative"
+"""The system the ablations are measured against."""
+
+ABLATIONS = ("random-subsets", *SELECTIONS)
+"""Systems that change one thing about ``speculative`` (subsets, or which draft is selected)."""
+
+DRAFTING = ("speculative", "random-subsets", "speculative+compress")
+"""Systems that write drafts (the selection systems reuse speculative's)."""
+
+
+class Ablation(BaseModel):
+    """One ablation against the full system, paired over the same questions."""
+
+    system: str
+    questions: int
+    accuracy: float
+    change: IntervalOut = Field(description="Paired accuracy change, this system minus speculative")
+
+
+class DraftStats(BaseModel):
+    """The drafts one drafting system wrote over the evaluated questions."""
+
+    system: str
+    questions: int
+    drafts: float = Field(description="Mean drafts per question (all rounds)")
+    selected: IntervalOut = Field(description="Accuracy of the answer the system selected")
+    oracle: IntervalOut = Field(
+        description="Share of questions where at least one draft is correct (the ceiling of any selection)"
+    )
+    draft_accuracy: float = Field(description="Share of all drafts that are correct")
+    parsed: float = Field(description="Share of drafts that kept the reply format (an 'Answer:' line)")
+
+
+def ablations(rows: Sequence[QuestionRecord], systems: Sequence[str]) -> list[Ablation]:
+    """Each ablation in ``systems`` against ``speculative`` (empty when speculative was not run)."""
+    if FULL not in systems:
+        return []
+    full = [float(r.systems[FULL].correct) for r in rows]
+    out = []
+    for name in (s for s in ABLATIONS if s in systems):
+        mine = [float(r.systems[name].correct) for r in rows]
+        out.append(
+            Ablation(
+                system=name,
+                questions=len(rows),
+                accuracy=sum(mine) / len(mine),
+                change=IntervalOut.of(paired_difference(mine, full)),
+            )
+        )
+    return out
+
+
+def draft_stats(
+    rows: Sequence[QuestionRecord], systems: Sequence[str], questions: Mapping[str, EvalQuestion]
+) -> list[DraftStats]:
+    """Per drafting system: selected accuracy against the oracle over its drafts, draft accuracy, format kept.
+
+    Drafts are scored against ``questions`` (the dataset), not the records, which an export strips of gold answers.
+    Rows whose question is not in ``questions`` are left out.
+    """
+    rows = [r for r in rows if r.id in questions]
+    out = []
+    for name in (s for s in DRAFTING if s in systems):
+        with_drafts = [r for r in rows if r.systems[name].drafts]
+        if not with_drafts:
+            continue
+        any_right, selected, right, parsed, total = [], [], 0, 0, 0
+        for r in with_drafts:
+            q = questions[r.id]
+            drafts = r.systems[name].drafts
+            hits = [score_answer(d.answer, q.answers, q.choices).correct for d in drafts]
+            any_right.append(float(any(hits)))
+            selected.append(float(r.systems[name].correct))
+            right += sum(hits)
+            parsed += sum(d.parsed for d in drafts)
+            total += len(drafts)
+        out.append(
+            DraftStats(
+                system=name,
+                questions=len(with_drafts),
+                drafts=total / len(with_drafts),
+                selected=IntervalOut.of(bootstrap_mean(selected)),
+                oracle=IntervalOut.of(bootstrap_mean(any_right)),
+                draft_accuracy=right / total,
+                parsed=parsed / total,
+            )
+        )
+    return out
