@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from app.eval.diagnostics import ABLATIONS
 from app.eval.systems import SYSTEMS
 from tests.conftest import REPO
 
@@ -78,6 +79,11 @@ def test_eval_runs_every_system_and_resumes_after_an_interrupt(
         spec = record["systems"]["speculative"]
         assert len(spec["drafts"]) == 3 and spec["run_id"]
         assert all(d["self_reflection"] is not None and d["self_reflection"] <= 0 for d in spec["drafts"])
+    drafts = {d["system"]: d for d in summary["drafts"]}  # every draft scored, also on the resumed questions
+    assert set(drafts) == {"speculative", "random-subsets", "speculative+compress"}
+    assert all(d["questions"] == 3 and d["oracle"]["mean"] >= d["selected"]["mean"] for d in drafts.values())
+    assert [a["system"] for a in summary["ablations"]] == list(ABLATIONS)
     assert "| speculative |" in resumed.stdout  # the report is printed
+    assert "## Drafts" in resumed.stdout and "## Ablations against speculative" in resumed.stdout
     for name in ("report.md", "accuracy_vs_latency.png", "accuracy_vs_drafts.png"):
         assert (out / name).stat().st_size > 0
