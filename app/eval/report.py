@@ -213,17 +213,13 @@ def markdown(s: Summary) -> str:
     for x in s.systems:
         lines.append(f"| {x.system} | " + " | ".join(x.by_task[t].pct() for t in s.tasks) + " |")
     if s.compression:
-        lines += [
-            "",
-            "## Compression",
-            "",
+        lines += _section(
+            "Compression",
             "Each compressed system against the same system on the full passages, paired over the same questions. "
             "Saved: mean per-question fraction of prompt tokens not sent, with its 95% bootstrap interval; latency: "
             "median of per-question ratios (compressed / full).",
-            "",
-            "| system | vs | accuracy change | drafter prompt tokens saved | all prompt tokens saved | latency × |",
-            "|---|---|---|---|---|---|",
-        ]
+            ["system", "vs", "accuracy change", "drafter prompt tokens saved", "all prompt tokens saved", "latency ×"],
+        )
         for c in s.compression:
             drafter = c.drafter_prompt_tokens_saved.pct() + " %" if c.drafter_prompt_tokens_saved else "—"
             lines.append(
@@ -233,16 +229,12 @@ def markdown(s: Summary) -> str:
     lines += _ablations(s) + _drafts(s)
     if s.curves:
         names = list(s.curves)
-        lines += [
-            "",
-            "## Accuracy against the number of drafts",
-            "",
+        lines += _section(
+            "Accuracy against the number of drafts",
             "The same scored drafts, choosing among the first j (the subsets are sampled independently, so the first "
             "j are a run with m = j).",
-            "",
-            "| drafts | " + " | ".join(names) + " |",
-            "|---|" + "---|" * len(names),
-        ]
+            ["drafts", *names],
+        )
         for j in range(max(len(c) for c in s.curves.values())):
             cells = [f"{100 * s.curves[n][j]:.1f}" if j < len(s.curves[n]) else "—" for n in names]
             lines.append(f"| {j + 1} | " + " | ".join(cells) + " |")
@@ -250,36 +242,33 @@ def markdown(s: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _section(title: str, intro: str, columns: Sequence[str]) -> list[str]:
+    """A report section's heading, its explanation and its table header."""
+    return ["", f"## {title}", "", intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def _ablations(s: Summary) -> list[str]:
     if not s.ablations:
         return []
-    lines = [
-        "",
-        "## Ablations against speculative",
-        "",
+    lines = _section(
+        "Ablations against speculative",
         "Each ablation minus `speculative`, paired over the same questions (percentage points, 95% bootstrap "
         "interval). The paper's yardsticks: no verifier about -5.5, random subsets about -1.2.",
-        "",
-        "| system | accuracy | Δ vs speculative |",
-        "|---|---|---|",
-    ]
+        ["system", "accuracy", "Δ vs speculative"],
+    )
     return lines + [f"| {a.system} | {100 * a.accuracy:.1f} | {a.change.signed_pct()} |" for a in s.ablations]
 
 
 def _drafts(s: Summary) -> list[str]:
     if not s.drafts:
         return []
-    lines = [
-        "",
-        "## Drafts",
-        "",
+    lines = _section(
+        "Drafts",
         "Oracle: questions where at least one draft is correct, the ceiling of any selection among them. Correct "
         "drafts: share of all drafts. In format: drafts with an `Answer:` line (otherwise the draft's whole text is "
         "its answer).",
-        "",
-        "| system | selected | oracle | drafts per question | correct drafts | in format |",
-        "|---|---|---|---|---|---|",
-    ]
+        ["system", "selected", "oracle", "drafts per question", "correct drafts", "in format"],
+    )
     return lines + [
         f"| {d.system} | {d.selected.pct()} | {d.oracle.pct()} | {d.drafts:.1f} | {100 * d.draft_accuracy:.1f} % "
         f"| {100 * d.parsed:.1f} % |"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +99,7 @@ def evaluate(options: EvalOptions, console: Console, models: Models | None = Non
     if todo:
         warm_up(models, systems)
     traces = SQLiteTraceStore(options.out / "traces.sqlite")
-    wanted = {q.id for q in questions}
+    wanted = {q.id: q for q in questions}
     try:
         with _progress(console, options.progress) as bar:
             task = bar.add_task("evaluating", total=len(todo))
@@ -116,13 +116,13 @@ def evaluate(options: EvalOptions, console: Console, models: Models | None = Non
             ):
                 bar.update(task, advance=1, description=_running(records, wanted, systems, record))
     finally:
-        summary = _write(records, {q.id: q for q in questions}, systems, options, spec, console)
+        summary = _write(records, wanted, systems, options, spec, console)
     return summary
 
 
 def _write(
     records: dict[str, QuestionRecord],
-    wanted: dict[str, EvalQuestion],
+    wanted: Mapping[str, EvalQuestion],
     systems: list[str],
     options: EvalOptions,
     spec: RunSpec,
@@ -147,7 +147,9 @@ def _write(
     return summary
 
 
-def _running(records: dict[str, QuestionRecord], wanted: set[str], systems: list[str], last: QuestionRecord) -> str:
+def _running(
+    records: dict[str, QuestionRecord], wanted: Mapping[str, EvalQuestion], systems: list[str], last: QuestionRecord
+) -> str:
     """Progress text: running accuracy of the main systems."""
     rows = [r for qid, r in records.items() if qid in wanted and all(s in r.systems for s in systems)]
     shown = [s for s in ("speculative", "standard") if s in systems] or systems[:2]
