@@ -19,7 +19,9 @@ from app.trace.store import TraceStore, open_trace_store
 from graphs import speculative_rag, standard_rag
 from graphs.backends import BackendProvider, configured_backends
 from graphs.context import Context
+from graphs.question import with_choices
 from graphs.result import RunResult
+from graphs.state import InputState
 
 GraphName = Literal["speculative", "standard"]
 
@@ -67,6 +69,7 @@ def run(
     run_id: str = "",
     thread_id: str | None = None,
     provider: BackendProvider | None = None,
+    choices: dict[str, str] | None = None,
 ) -> RunResult:
     """Run one question through a graph and save the run's trace.
 
@@ -78,6 +81,7 @@ def run(
         run_id: The run id (32 hex digits; a fresh one when empty).
         thread_id: Recorded with the trace.
         provider: Backends (default: from settings; tests pass fakes).
+        choices: Multiple choice: letter -> text; the models read the question with them and drafts answer a letter.
 
     Returns:
         The result, with ``run_id`` set when the trace was saved.
@@ -88,12 +92,34 @@ def run(
             with the run id).
     """
     check_question(question, context, graph, provider or configured_backends)
+    asked = with_choices(question.strip(), choices)
     store = traces if traces is not None else open_trace_store()
     module = speculative_rag if graph == "speculative" else standard_rag
     compiled = module.make_graph() if provider is None else module.build(provider).compile(name=f"{graph}_rag")
-    trace = run_traced(compiled, question.strip(), context, traces=store, run_id=run_id, thread_id=thread_id)
+    given = InputState(question=asked, choices=dict(choices or {}))
+    trace = run_traced(compiled, asked, context, traces=store, run_id=run_id, thread_id=thread_id, input=given)
     assert trace.result is not None
     return trace.result
+
+
+def parse_choices(options: list[str]) -> dict[str, str]:
+    """``--choice`` values (``LETTER=TEXT``) as letter -> text, in order.
+
+    Raises:
+        BadQuestionError: A value without ``=``, an empty or repeated letter, an empty text, or a single choice.
+    """
+    choices: dict[str, str] = {}
+    for option in options:
+        letter, sep, text = option.partition("=")
+        letter, text = letter.strip(), text.strip()
+        if not sep or not letter or not text or len(letter) > 3 or " " in letter:
+            raise BadQuestionError(f"--choice {option!r}: expected LETTER=TEXT, e.g. --choice B='carbon dioxide'")
+        if letter in choices:
+            raise BadQuestionError(f"--choice: letter {letter!r} is given twice")
+        choices[letter] = text
+    if len(choices) == 1:
+        raise BadQuestionError("--choice: a multiple-choice question needs at least two choices")
+    return choices
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -118,7 +144,10 @@ def render(result: RunResult, console: Console) -> None:
 
 def _drafts_table(result: RunResult, width: int) -> Table:
     """The drafts with their scores; the answer column takes what the number columns leave of ``width``."""
-    table = Table(title="Drafts: natural-log scores, total = ρ_draft + ρ_sc + ρ_sr (★ chosen)", title_justify="left")
+    table = Table(
+        title="Drafts: natural-log scores, total = ρ_draft + ρ_sc + ρ_sr (★ chosen; abstentions are not verified)",
+        title_justify="left",
+    )
     fixed: list[tuple[str, int]] = [("#", 3)]
     if len(result.rounds) > 1:
         fixed.append(("round", 5))
@@ -133,6 +162,10 @@ def _drafts_table(result: RunResult, width: int) -> Table:
     for i, d in enumerate(result.drafts):
         s = d.scores
         answer = " ".join(d.answer.split())
+        if d.outcome == "abstain":
+            answer = "(abstained: not in its passages)"
+        elif d.outcome == "unparsed":
+            answer = f"(unparsed) {answer}"
         cells = [f"{'★' if i == result.chosen else ''}{i}"]
         if len(result.rounds) > 1:
             cells.append(str(d.round + 1))

@@ -172,6 +172,7 @@ def stats(
         '  specrag ask "Who deciphered the hieroglyphs?"\n\n'
         '  specrag ask "..." --store /data/kb --json\n\n'
         '  specrag ask "..." --drafts 3 --per-draft 3 --max-rounds 1\n\n'
+        '  specrag ask "Which gas do plants absorb?" --choice A=oxygen --choice B="carbon dioxide"\n\n'
         '  specrag ask "..." --graph standard     # the baseline: one answer from all passages'
     ),
 )
@@ -227,10 +228,21 @@ def ask(
         float | None,
         typer.Option("--compress-target", help=_knob("With --compress: fraction of words kept.", "compress_target")),
     ] = None,
+    choice: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--choice",
+            help=(
+                "A multiple-choice option as LETTER=TEXT (repeat for each choice): the models see the choices and "
+                "the drafts answer with a letter."
+            ),
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Answer a question (see the command help)."""
 
-    from app.ask import render, run
+    from app.ask import parse_choices, render, run
 
     overrides = {
         "store": str(_store_path(store)),
@@ -246,7 +258,7 @@ def ask(
         "compress": compress,
         "compress_target": compress_target,
     }
-    result = run(question, _context(overrides), graph.value)
+    result = run(question, _context(overrides), graph.value, choices=parse_choices(choice or []))
     if as_json:
         print(result.model_dump_json(indent=2))
     else:

@@ -22,7 +22,7 @@ from app.llm.protocol import ChatPrompt, Generation, Message, ScoreRequest, Scor
 from app.models import resolve_model
 from app.settings import LLMSettings, get_settings
 from graphs import prompting
-from graphs.nodes.draft import format_passages, parse_draft
+from graphs.drafting import format_passages, parse_reply
 from graphs.state import Passage
 
 T = TypeVar("T")
@@ -226,8 +226,8 @@ def _score_requests(question: str, drafts: Sequence[str], context: str) -> list[
     followup = (Message(role="user", content=template.text("followup")),)
     requests = []
     for d in drafts:
-        rationale, answer, _ = parse_draft(d)
-        continuation = template.text("continuation", answer=answer, rationale=rationale)
+        reply = parse_reply(d)
+        continuation = template.text("continuation", answer=reply.answer, rationale=reply.rationale)
         requests.append(
             ScoreRequest(prompt=prompt, continuation=continuation, followup=followup, candidates=("Yes", "No"))
         )

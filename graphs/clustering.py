@@ -59,9 +59,15 @@ def _canonical(labels: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
 
 
 def sample_subsets(labels: Sequence[int], m: int, *, seed: int) -> list[list[int]]:
-    """Build up to ``m`` unique subsets, each taking one passage from every cluster.
+    """Build up to ``m`` unique subsets, each taking one passage from every cluster, covering as many passages as
+    the subsets can hold.
 
-    When the clusters allow fewer than ``m`` distinct subsets (few passages), all of them are returned.
+    Algorithm 1 of the paper samples one passage per cluster at random; here each subset takes, from every
+    cluster, a passage used least so far (ties broken at random), so the m subsets spread over the clusters'
+    passages instead of repeating some and never drafting from others. When m·k' >= n (k' clusters) but a cluster
+    has more passages than there are subsets, its leftover passages replace repeats of passages from the other
+    clusters (a subset then has two passages of that cluster): every passage is drafted from. When the clusters
+    allow fewer than ``m`` distinct subsets (few passages), all of them are returned.
 
     Args:
         labels: Cluster label of each passage.
@@ -69,24 +75,65 @@ def sample_subsets(labels: Sequence[int], m: int, *, seed: int) -> list[list[int
         seed: Seed of the sampling.
 
     Returns:
-        Subsets as lists of passage indices, ordered by cluster label.
+        Subsets as lists of passage indices, in cluster order (a replacement keeps its slot).
     """
     clusters = [[i for i, lab in enumerate(labels) if lab == c] for c in sorted(set(labels))]
-    if not clusters:
+    if not clusters or m <= 0:
         return []
     rng = np.random.default_rng(seed)
     possible = math.prod(len(c) for c in clusters)
     if possible <= m:
         every = [list(s) for s in itertools.product(*clusters)]
         return [every[i] for i in rng.permutation(len(every))]
-    seen: set[tuple[int, ...]] = set()
+    uses = np.zeros(len(labels), dtype=np.int64)
+    tiebreak = rng.random(len(labels))
     subsets: list[list[int]] = []
-    while len(subsets) < m:
-        subset = tuple(int(c[rng.integers(len(c))]) for c in clusters)
-        if subset not in seen:
-            seen.add(subset)
-            subsets.append(list(subset))
+    seen: set[tuple[int, ...]] = set()
+    for _ in range(m):
+        subset = _least_used(clusters, uses, tiebreak, seen, rng)
+        seen.add(tuple(subset))
+        subsets.append(subset)
+        uses[subset] += 1
+        tiebreak = rng.random(len(labels))
+    if m * len(clusters) >= len(labels):
+        _cover(subsets, labels, uses)
     return subsets
+
+
+def _least_used(
+    clusters: list[list[int]],
+    uses: npt.NDArray[np.int64],
+    tiebreak: npt.NDArray[np.float64],
+    seen: set[tuple[int, ...]],
+    rng: np.random.Generator,
+) -> list[int]:
+    """One passage per cluster, least used first; a random one-per-cluster subset when that one is taken."""
+    subset = [min(c, key=lambda i: (uses[i], tiebreak[i])) for c in clusters]
+    while tuple(subset) in seen:
+        subset = [int(c[rng.integers(len(c))]) for c in clusters]
+    return subset
+
+
+def _cover(subsets: list[list[int]], labels: Sequence[int], uses: npt.NDArray[np.int64]) -> None:
+    """Give every passage no subset holds a slot of a passage that several subsets hold (same cluster first,
+    then the most repeated), keeping the subsets distinct."""
+    for u in [i for i in range(len(labels)) if uses[i] == 0]:
+        slots = [
+            (j, pos)
+            for j, s in enumerate(subsets)
+            for pos, p in enumerate(s)
+            if uses[p] > 1 and u not in s and tuple(sorted([*s[:pos], u, *s[pos + 1 :]])) not in _keys(subsets)
+        ]
+        if not slots:
+            continue
+        j, pos = min(slots, key=lambda jp: (labels[subsets[jp[0]][jp[1]]] != labels[u], -uses[subsets[jp[0]][jp[1]]]))
+        uses[subsets[j][pos]] -= 1
+        subsets[j][pos] = u
+        uses[u] += 1
+
+
+def _keys(subsets: list[list[int]]) -> set[tuple[int, ...]]:
+    return {tuple(sorted(s)) for s in subsets}
 
 
 def random_subsets(n: int, k: int, m: int, *, seed: int) -> list[list[int]]:

@@ -49,6 +49,8 @@ class DraftOut(BaseModel):
     rationale: str
     passage_ids: list[str]
     parsed: bool
+    outcome: str = Field(description="answer, abstain (not verified, ranked last) or unparsed")
+    letter: str | None = Field(None, description="Multiple choice: the choice letter the answer names")
     finish_reason: str
     scores: DraftScores | None
     tokens: DraftTokens
@@ -74,6 +76,7 @@ class RunResult(BaseModel):
     run_id: str | None = Field(None, description="The run's trace id (`specrag trace RUN_ID`); None if not saved")
     graph: str
     question: str
+    choices: dict[str, str] = Field(default_factory=dict, description="Multiple choice: letter -> choice text")
     answer: str
     rationale: str
     sources: list[Source]
@@ -110,6 +113,8 @@ def _draft_out(d: Draft) -> DraftOut:
         rationale=d.rationale,
         passage_ids=d.passage_ids,
         parsed=d.parsed,
+        outcome=d.outcome,
+        letter=d.letter,
         finish_reason=d.finish_reason,
         scores=scores,
         tokens=DraftTokens(
@@ -140,6 +145,7 @@ def to_result(state: State, *, graph: str, seconds: float) -> RunResult:
     return RunResult(
         graph=graph,
         question=state.question,
+        choices=dict(state.choices),
         answer=state.answer,
         rationale=state.rationale,
         sources=[Source(id=i, doc_id=by_id[i].doc_id, title=by_id[i].title) for i in source_ids if i in by_id],

@@ -45,9 +45,11 @@ def total(draft: float, draft_tokens: int, sc: float, sc_tokens: int, sr: float,
 
 
 def rank(drafts: Sequence[Draft]) -> list[int]:
-    """Indices of scored drafts, best total first; ties go to the earlier draft (stable)."""
-    scored = [i for i, d in enumerate(drafts) if d.scores is not None]
-    return sorted(scored, key=lambda i: -_total(drafts[i]))
+    """Indices of scored drafts, best total first, then the abstentions (never verified) in draft order; ties go
+    to the earlier draft (stable). Unscored answers (not verified yet) are left out."""
+    scored = [i for i, d in enumerate(drafts) if d.scores is not None and d.outcome != "abstain"]
+    abstained = [i for i, d in enumerate(drafts) if d.outcome == "abstain"]
+    return sorted(scored, key=lambda i: -_total(drafts[i])) + abstained
 
 
 def _total(d: Draft) -> float:
@@ -82,6 +84,11 @@ def decide(
             )
         return "give_up", f"no drafts after {round_index + 1} round(s): nothing relevant was retrieved"
     best = drafts[ranking[0]]
+    if best.outcome == "abstain":
+        why = f"all {len(ranking)} drafts abstained (their passages do not hold the answer)"
+        if rounds_left:
+            return "retry", f"{why}; rewriting the query"
+        return "give_up", f"{why} after {round_index + 1} round(s)"
     assert best.scores is not None
     p_yes = math.exp(best.scores.self_reflection)
     summary = (

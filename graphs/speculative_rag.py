@@ -38,7 +38,13 @@ def fan_out(state: State) -> list[Send] | Literal["reflect"]:
     return [
         Send(
             "draft",
-            DraftTask(question=state.question, round=state.round, subset=i, passages=[by_id[x] for x in s]),
+            DraftTask(
+                question=state.question,
+                round=state.round,
+                subset=i,
+                passages=[by_id[x] for x in s],
+                choices=dict(state.choices),
+            ),
         )
         for i, s in enumerate(state.subsets)
     ]

@@ -107,7 +107,7 @@ class Draft:
     text: str
     """Everything the drafter generated after the 'Rationale:' prefill."""
     parsed: bool
-    """Whether the text had the expected 'Rationale: ... Answer: ...' form."""
+    """Whether the text had the expected 'Rationale: ... Answer: ...' form (an answer or an abstention)."""
     logprob: float
     """Sum of the drafter's token log-probabilities over ``text``."""
     tokens: int
@@ -117,7 +117,12 @@ class Draft:
     finish_reason: str
     """'stop' or 'length'."""
     scores: Scores | None = None
-    """Filled in by ``verify``."""
+    """Filled in by ``verify`` (never for an abstention: it is not verified)."""
+    outcome: Literal["answer", "abstain", "unparsed"] = "answer"
+    """answer; abstain (the subset does not hold the answer: ranked last, not verified); unparsed (no readable
+    answer line, or for multiple choice no choice letter: verified from its best guess)."""
+    letter: str | None = None
+    """Multiple choice: the choice letter the answer names."""
 
 
 def merge_drafts(current: list[Draft], update: list[Draft]) -> list[Draft]:
@@ -215,7 +220,10 @@ class InputState:
     """
 
     question: str = ""
-    """The user's question (ignored when ``messages`` ends with a user turn)."""
+    """The user's question (ignored when ``messages`` ends with a user turn). For multiple choice, the question
+    with its choices as the models read it (``graphs.question.with_choices``)."""
+    choices: dict[str, str] = field(default_factory=dict)
+    """Multiple choice: letter -> choice text (the drafts then answer with a letter); empty otherwise."""
     messages: Annotated[list[ChatTurn], operator.add] = field(default_factory=list)
     """Conversation turns, appended to the thread's history; ``answer`` appends the assistant's reply."""
 
@@ -268,6 +276,8 @@ class DraftTask:
     """Subset index."""
     passages: list[Passage]
     """The subset's passages."""
+    choices: dict[str, str] = field(default_factory=dict)
+    """Multiple choice: letter -> choice text; empty otherwise."""
 
 
 CHECKPOINT_TYPES: tuple[tuple[str, str], ...] = tuple(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
-from graphs import prompting
+from graphs.question import with_choices
 
 
 class DatasetError(ValueError):
@@ -45,16 +45,8 @@ class EvalQuestion(BaseModel):
 
     def prompt_question(self) -> str:
         """The question as the graphs receive it: for multiple choice, with the choices and the letter instruction
-        (``prompts/mcq_question.md``)."""
-        if not self.is_mcq or not self.choices:
-            return self.question
-        letters = list(self.choices)
-        return prompting.load("mcq_question").text(
-            "text",
-            question=self.question.strip(),
-            choices="\n".join(f"{k}) {v}" for k, v in self.choices.items()),
-            letters=", ".join(letters[:-1]) + f" or {letters[-1]}" if len(letters) > 1 else letters[0],
-        )
+        (``graphs.question.with_choices``)."""
+        return with_choices(self.question, self.choices if self.is_mcq else None)
 
 
 def load_questions(

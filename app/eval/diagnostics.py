@@ -15,6 +15,7 @@ from app.eval.metrics import score_answer
 from app.eval.runner import QuestionRecord
 from app.eval.stats import IntervalOut, bootstrap_mean, paired_difference
 from app.eval.systems import SELECTIONS
+from graphs.drafting import choice_letter
 
 FULL = "speculative"
 """The system the ablations are measured against."""
@@ -22,7 +23,7 @@ FULL = "speculative"
 ABLATIONS = ("random-subsets", *SELECTIONS)
 """Systems that change one thing about ``speculative`` (subsets, or which draft is selected)."""
 
-DRAFTING = ("speculative", "random-subsets", "speculative+compress")
+DRAFTING = ("speculative", "speculative-base", "speculative-verifier-drafts", "random-subsets", "speculative+compress")
 """Systems that write drafts (the selection systems reuse speculative's)."""
 
 
@@ -47,6 +48,12 @@ class DraftStats(BaseModel):
     )
     draft_accuracy: float = Field(description="Share of all drafts that are correct")
     parsed: float = Field(description="Share of drafts that kept the reply format (an 'Answer:' line)")
+    abstained: float = Field(0.0, description="Share of drafts that abstained (never verified nor selected)")
+    answer_accuracy: float = Field(0.0, description="Share of the drafts that did not abstain that are correct")
+    mcq_letter: float | None = Field(
+        None, description="Multiple choice: share of the drafts that did not abstain whose answer is a choice letter"
+    )
+    coverage: float = Field(0.0, description="Mean distinct passages the first round's drafts read, per question")
 
 
 def ablations(rows: Sequence[QuestionRecord], systems: Sequence[str]) -> list[Ablation]:
@@ -83,15 +90,23 @@ def draft_stats(
         if not with_drafts:
             continue
         any_right, selected, right, parsed, total = [], [], 0, 0, 0
+        abstained, answered_right, mcq_answers, mcq_letters, covered = 0, 0, 0, 0, 0
         for r in with_drafts:
             q = questions[r.id]
             drafts = r.systems[name].drafts
-            hits = [score_answer(d.answer, q.answers, q.choices).correct for d in drafts]
+            hits = [d.outcome != "abstain" and score_answer(d.answer, q.answers, q.choices).correct for d in drafts]
             any_right.append(float(any(hits)))
             selected.append(float(r.systems[name].correct))
             right += sum(hits)
             parsed += sum(d.parsed for d in drafts)
             total += len(drafts)
+            answering = [d for d in drafts if d.outcome != "abstain"]
+            abstained += len(drafts) - len(answering)
+            answered_right += sum(hits)
+            if q.choices:
+                mcq_answers += len(answering)
+                mcq_letters += sum(choice_letter(d.answer, q.choices) is not None for d in answering)
+            covered += len({p for d in drafts if d.round == 0 for p in d.passages})
         out.append(
             DraftStats(
                 system=name,
@@ -101,6 +116,10 @@ def draft_stats(
                 oracle=IntervalOut.of(bootstrap_mean(any_right)),
                 draft_accuracy=right / total,
                 parsed=parsed / total,
+                abstained=abstained / total,
+                answer_accuracy=answered_right / max(total - abstained, 1),
+                mcq_letter=mcq_letters / mcq_answers if mcq_answers else None,
+                coverage=covered / len(with_drafts),
             )
         )
     return out

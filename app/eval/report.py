@@ -265,12 +265,27 @@ def _drafts(s: Summary) -> list[str]:
     lines = _section(
         "Drafts",
         "Oracle: questions where at least one draft is correct, the ceiling of any selection among them. Correct "
-        "drafts: share of all drafts. In format: drafts with an `Answer:` line (otherwise the draft's whole text is "
-        "its answer).",
-        ["system", "selected", "oracle", "drafts per question", "correct drafts", "in format"],
+        "drafts: share of all drafts (an abstention is never correct). In format: drafts with an `Answer:` line "
+        "(otherwise the draft's whole text is its answer). Abstained: drafts that said their passages do not hold "
+        "the answer. Correct answers: share of the drafts that did not abstain. MCQ letter: multiple-choice drafts "
+        "that did not abstain whose answer is a choice letter. Passages read: distinct passages the first round's "
+        "drafts saw, per question.",
+        [
+            "system",
+            "selected",
+            "oracle",
+            "drafts per question",
+            "correct drafts",
+            "in format",
+            "abstained",
+            "correct answers",
+            "MCQ letter",
+            "passages read",
+        ],
     )
     return lines + [
         f"| {d.system} | {d.selected.pct()} | {d.oracle.pct()} | {d.drafts:.1f} | {100 * d.draft_accuracy:.1f} % "
-        f"| {100 * d.parsed:.1f} % |"
+        f"| {100 * d.parsed:.1f} % | {100 * d.abstained:.1f} % | {100 * d.answer_accuracy:.1f} % | "
+        f"{'—' if d.mcq_letter is None else f'{100 * d.mcq_letter:.1f} %'} | {d.coverage:.1f} |"
         for d in s.drafts
     ]

@@ -27,7 +27,7 @@ from app.trace.store import TraceStore
 from graphs.context import Context
 
 RESULTS = "results.jsonl"
-CURVES = ("speculative", "random-subsets", "speculative+compress")
+CURVES = ("speculative", "speculative-base", "speculative-verifier-drafts", "random-subsets", "speculative+compress")
 """Drafting systems whose accuracy against the number of drafts is recorded."""
 RUN_INFO = "run.json"
 
@@ -204,7 +204,7 @@ def evaluate_question(
     asked = q.prompt_question()
     for name in todo:
         if name in GENERATING:
-            record.systems[name] = run_system(name, asked, context, models, pool, traces)
+            record.systems[name] = run_system(name, asked, context, models, pool, traces, choices=q.choices)
     base = record.systems.get("speculative") or (earlier.systems.get("speculative") if earlier else None)
     for name in todo:
         if name in SELECTIONS and base is not None:
@@ -220,8 +220,9 @@ def evaluate_question(
 
 
 def drafts_curve(result: SystemResult, q: EvalQuestion, context: Context) -> list[bool]:
-    """Whether the answer would be correct with only the first j drafts of the first round (j = 1..m): the drafts
-    are sampled independently, so the first j are a run with m = j (same subsets, same scores)."""
+    """Whether the answer would be correct with only the first j drafts of the first round (j = 1..m): subsets are
+    taken in turn, least-used passages first, so the first j are those of a run with m = j (same scores), except
+    where covering every passage replaced a repeated passage in an earlier subset."""
     first = [d for d in result.drafts if d.round == 0][: context.n_drafts]
     curve = []
     for j in range(1, len(first) + 1):

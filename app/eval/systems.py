@@ -8,6 +8,10 @@ Generating systems run models:
 * ``random-subsets``: the same graph with random subsets instead of clustered ones (``partition='random'``).
 * ``speculative+compress`` and ``standard+compress``: the two graphs with the ``compress`` step on (the same
   compressed passages for both, so the comparison stays fair).
+* ``speculative-base``: the same graph with the base drafter (the drafter model without its tuned adapter):
+  task-aware prompts alone, what tuning adds is ``speculative`` minus this.
+* ``speculative-verifier-drafts``: the same graph with the verifier model writing the drafts (a reference: what
+  a drafter as large as the verifier would give, at its cost).
 * ``replug``: a REPLUG-style ensemble by the verifier-size model: one answer per passage, then the answer that
   maximises Σ_d λ_d · P(answer | d, question), with λ the softmax of the retriever scores (uniform when the source
   gives none) and P teacher-forced for every (passage, candidate) pair.
@@ -40,9 +44,10 @@ from app.trace.store import TraceStore
 from graphs import prompting, speculative_rag, standard_rag
 from graphs.backends import StaticBackends
 from graphs.context import Context
-from graphs.nodes.draft import format_passages
+from graphs.drafting import format_passages
 from graphs.result import DraftOut
 from graphs.scoring import total
+from graphs.state import InputState
 
 REPLUG_CANDIDATES = 5
 """Distinct answers REPLUG ensembles at most (the most probable under their own passage)."""
@@ -74,6 +79,7 @@ class DraftRecord(BaseModel):
     rationale: str
     passages: list[int] = Field(description="Indices into the question's passage pool")
     parsed: bool
+    outcome: str = Field("answer", description="answer, abstain (not verified, never selected) or unparsed")
     draft: float | None
     draft_tokens: int
     self_consistency: float | None
@@ -157,6 +163,8 @@ SELECTIONS: dict[str, Selection] = {
 GENERATING: dict[str, str] = {
     "standard": "one answer from all top-n passages (verifier-size model)",
     "speculative": "Speculative RAG: clustered subsets, drafts, verification",
+    "speculative-base": "Speculative RAG with the base drafter (no tuned adapter)",
+    "speculative-verifier-drafts": "Speculative RAG with the verifier model as drafter (reference)",
     "random-subsets": "Speculative RAG with random subsets (no clustering)",
     "replug": "REPLUG-style ensemble: one answer per passage, weighted by retrieval scores",
     "speculative+compress": "Speculative RAG on compressed passages (question-aware sentence selection)",
@@ -166,7 +174,7 @@ GENERATING: dict[str, str] = {
 SYSTEMS: dict[str, str] = {**GENERATING, **{name: s.description for name, s in SELECTIONS.items()}}
 """Every system, in report order, with a one-line description."""
 
-Role = Literal["drafter", "verifier"]
+Role = Literal["drafter", "verifier", "base_drafter"]
 
 
 @dataclass
@@ -176,15 +184,19 @@ class Models:
     drafter: MeteredModel
     verifier: MeteredModel
     embedder: Embedder
+    base_drafter: MeteredModel | None = None
+    """The drafter model without its tuned adapter (``speculative-base``); None: the drafter is the base model."""
 
     def reset(self) -> None:
         self.drafter.reset()
         self.verifier.reset()
+        if self.base_drafter is not None:
+            self.base_drafter.reset()
 
     def usage(self, roles: tuple[Role, ...] = ("drafter", "verifier")) -> dict[str, ModelUsage]:
         """Usage since the last reset of the roles that did anything."""
-        out = {role: ModelUsage.of(getattr(self, role).usage()) for role in roles}
-        return {role: u for role, u in out.items() if u.calls}
+        out = {role: ModelUsage.of(m.usage()) for role in roles if (m := getattr(self, role)) is not None}
+        return {("drafter" if role == "base_drafter" else role): u for role, u in out.items() if u.calls}
 
 
 def _record(d: DraftOut, pool_index: dict[str, int]) -> DraftRecord:
@@ -195,6 +207,7 @@ def _record(d: DraftOut, pool_index: dict[str, int]) -> DraftRecord:
         rationale=d.rationale,
         passages=[pool_index.get(p, -1) for p in d.passage_ids],
         parsed=d.parsed,
+        outcome=d.outcome,
         draft=s.draft if s else None,
         draft_tokens=d.tokens.draft,
         self_consistency=s.self_consistency if s else None,
@@ -212,18 +225,27 @@ def run_graph(
     models: Models,
     pool: PassagePool,
     traces: TraceStore | None,
+    *,
+    choices: dict[str, str] | None = None,
+    drafter: Literal["drafter", "base", "verifier"] = "drafter",
 ) -> SystemResult:
     """Run one of the graphs on ``question`` over ``pool`` and summarise it (drafts with their scores).
+
+    Args:
+        choices: Multiple choice: letter -> text (``question`` already lists them); the drafts answer a letter.
+        drafter: Which model drafts: the configured drafter, its base model (no adapter), or the verifier.
 
     Raises:
         Exception: Whatever the graph raised (the caller records it).
     """
-    backends = StaticBackends(drafter=models.drafter, verifier=models.verifier, embedder=models.embedder, store=pool)
+    drafting = {"drafter": models.drafter, "base": models.base_drafter or models.drafter, "verifier": models.verifier}
+    backends = StaticBackends(drafter=drafting[drafter], verifier=models.verifier, embedder=models.embedder, store=pool)
     module = speculative_rag if graph == "speculative" else standard_rag
     compiled = module.build(lambda _: backends).compile(name=f"{graph}_rag")
     models.reset()
     t0 = time.perf_counter()
-    trace = run_traced(compiled, question, context, traces=traces)
+    given = InputState(question=question, choices=dict(choices or {}))
+    trace = run_traced(compiled, question, context, traces=traces, input=given)
     seconds = time.perf_counter() - t0
     assert trace.result is not None
     result = trace.result
@@ -234,10 +256,16 @@ def run_graph(
         chosen=result.chosen,
         seconds=round(seconds, 4),
         timings=result.timings,
-        usage=models.usage(),
+        usage=models.usage(_roles(models, drafter)),
         drafts=[_record(d, index) for d in result.drafts],
         run_id=result.run_id,
     )
+
+
+def _roles(models: Models, drafter: str) -> tuple[Role, ...]:
+    if drafter == "base" and models.base_drafter is not None:
+        return ("base_drafter", "verifier")
+    return ("drafter", "verifier")
 
 
 def replug(question: str, context: Context, models: Models, pool: PassagePool) -> SystemResult:
@@ -314,11 +342,12 @@ def select(base: SystemResult, name: str, context: Context, rng: random.Random) 
 
 def pick(drafts: list[DraftRecord], context: Context, rng: random.Random | None = None) -> int | None:
     """Index of the draft ``context``'s score terms rank first (ties: the earlier draft); a random draft with
-    ``rng``; None when there is no draft."""
-    if not drafts:
+    ``rng``; None when there is no draft that is not an abstention (abstentions are never selected)."""
+    answering = [i for i, d in enumerate(drafts) if d.outcome != "abstain"]
+    if not answering:
         return None
     if rng is not None:
-        return rng.randrange(len(drafts))
+        return answering[rng.randrange(len(answering))]
 
     def key(i: int) -> float:
         d = drafts[i]
@@ -335,7 +364,7 @@ def pick(drafts: list[DraftRecord], context: Context, rng: random.Random | None 
         )
         return value if math.isfinite(value) else -math.inf
 
-    return max(range(len(drafts)), key=lambda i: (key(i), -i))
+    return max(answering, key=lambda i: (key(i), -i))
 
 
 def run_system(
@@ -345,22 +374,30 @@ def run_system(
     models: Models,
     pool: PassagePool,
     traces: TraceStore | None,
+    choices: dict[str, str] | None = None,
 ) -> SystemResult:
     """Run a generating system; an exception becomes a result with ``error`` set (and no answer).
+
+    Args:
+        choices: Multiple choice: letter -> text (``question`` already lists them).
 
     Raises:
         KeyError: ``name`` is not a generating system.
     """
     compressed = context.model_copy(update={"compress": True})
+
+    def graph(kind: Literal["speculative", "standard"], ctx: Context, **kw: Any) -> Callable[[], SystemResult]:
+        return lambda: run_graph(kind, question, ctx, models, pool, traces, choices=choices, **kw)
+
     runners: dict[str, Callable[[], SystemResult]] = {
-        "standard": lambda: run_graph("standard", question, context, models, pool, traces),
-        "speculative": lambda: run_graph("speculative", question, context, models, pool, traces),
-        "random-subsets": lambda: run_graph(
-            "speculative", question, context.model_copy(update={"partition": "random"}), models, pool, traces
-        ),
+        "standard": graph("standard", context),
+        "speculative": graph("speculative", context),
+        "speculative-base": graph("speculative", context, drafter="base"),
+        "speculative-verifier-drafts": graph("speculative", context, drafter="verifier"),
+        "random-subsets": graph("speculative", context.model_copy(update={"partition": "random"})),
         "replug": lambda: replug(question, context, models, pool),
-        "speculative+compress": lambda: run_graph("speculative", question, compressed, models, pool, traces),
-        "standard+compress": lambda: run_graph("standard", question, compressed, models, pool, traces),
+        "speculative+compress": graph("speculative", compressed),
+        "standard+compress": graph("standard", compressed),
     }
     runner = runners[name]
     t0 = time.perf_counter()

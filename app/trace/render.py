@@ -15,6 +15,8 @@ from rich.text import Text
 
 from app.trace.model import RunTrace, Step, TraceSummary
 
+_OUTCOME = {"answer": "answered", "abstain": "abstained (not verified)", "unparsed": "unparsed"}
+
 
 def _fmt(x: Any, digits: int = 2) -> str:
     return f"{x:.{digits}f}" if isinstance(x, int | float) and not isinstance(x, bool) else "n/a"
@@ -52,7 +54,10 @@ def step_summary(step: Step) -> str:
         ids = ", ".join(i[:8] for i in r.get("passage_ids", []))
         subset = r.get("subset")
         label = subset + 1 if isinstance(subset, int) else "?"
-        return f'subset {label} [{ids}] → "{_short(d.get("answer", ""), 40)}" ({d.get("tokens", 0)} tok)'
+        outcome = d.get("outcome", "answer")
+        said = "abstained" if outcome == "abstain" else f'"{_short(d.get("answer", ""), 40)}"'
+        flag = " (unparsed)" if outcome == "unparsed" else ""
+        return f"subset {label} [{ids}] → {said}{flag} ({d.get('tokens', 0)} tok)"
     if step.node == "verify":
         scores = w.get("scores", [])
         if not scores:
@@ -211,6 +216,7 @@ def _drafts_table(trace: RunTrace, round_: int) -> Table | None:
         table.add_column(f"{star}#{i} (subset {d['subset'] + 1})", style="bold green" if i == chosen else None, ratio=1)
     rows: list[tuple[str, list[str]]] = [
         ("passages", [", ".join(p[:8] for p in d.get("passage_ids", [])) for _, d in columns]),
+        ("outcome", [_OUTCOME.get(str(d.get("outcome", "answer")), "?") for _, d in columns]),
         ("answer", [_short(d.get("answer", ""), 80) for _, d in columns]),
         ("rationale", [_short(d.get("rationale", ""), 160) for _, d in columns]),
         ("tokens", [str(d.get("tokens", "n/a")) for _, d in columns]),

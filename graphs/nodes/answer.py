@@ -7,22 +7,27 @@ from typing import Any
 from graphs import prompting
 from graphs.backends import Backends
 from graphs.context import Context
+from graphs.drafting import format_passages
 from graphs.nodes.condense import reply_turn
-from graphs.nodes.draft import format_passages
 from graphs.scoring import rank
 from graphs.state import State
 
 
 def answer(state: State, context: Context, backends: Backends) -> dict[str, Any]:
-    """Select the highest-total draft over all rounds (argmax of ρ_draft · ρ_sc · ρ_sr).
+    """Select the highest-total draft over all rounds (argmax of ρ_draft · ρ_sc · ρ_sr); abstentions are never
+    selected (when every draft abstained there is no answer).
 
     Returns:
         ``chosen`` (index into ``drafts``, None when there is no draft), ``answer`` and ``rationale``; in a chat
         run also the assistant turn appended to ``messages``.
     """
     ranking = rank(state.drafts)
-    if not ranking:
-        rationale = "No relevant passages were found."
+    if not ranking or state.drafts[ranking[0]].outcome == "abstain":
+        rationale = (
+            f"All {len(ranking)} drafts abstained: the retrieved documents do not contain the answer."
+            if ranking
+            else "No relevant passages were found."
+        )
         return {"chosen": None, "answer": "", "rationale": rationale, **reply_turn(state, rationale)}
     best = state.drafts[ranking[0]]
     return {

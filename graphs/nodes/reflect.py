@@ -24,7 +24,7 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
     rewritten = rewrite_query(state, ranking, context, backends) if decision == "retry" else ""
     if decision == "retry" and _same(rewritten, state.query or state.question):
         # Another round with the same search would retrieve nothing the drafts have not seen in spirit.
-        decision = "accept" if ranking else "give_up"
+        decision = "accept" if _answered(state, ranking) else "give_up"
         reason += f"; but the rewritten query repeats the previous one ({rewritten!r}), so no new round"
     record = Round(
         index=state.round,
@@ -44,7 +44,7 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
 
 def rewrite_query(state: State, ranking: list[int], context: Context, backends: Backends) -> str:
     """A new retrieval query from the verifier, given the question and the best (unsupported) draft."""
-    best = state.drafts[ranking[0]] if ranking else None
+    best = state.drafts[ranking[0]] if _answered(state, ranking) else None
     prompt = prompting.load("rewrite_query").chat(
         question=state.question,
         query=state.query,
@@ -53,6 +53,11 @@ def rewrite_query(state: State, ranking: list[int], context: Context, backends: 
     gen = backends.verifier.generate([prompt], max_tokens=context.rewrite_max_tokens, stop=["\n"])[0]
     query = gen.text.strip().strip('"').strip()
     return query or state.question
+
+
+def _answered(state: State, ranking: list[int]) -> bool:
+    """Whether the best-ranked draft is an answer (abstentions rank last, so otherwise every draft abstained)."""
+    return bool(ranking) and state.drafts[ranking[0]].outcome != "abstain"
 
 
 def _same(a: str, b: str) -> bool:

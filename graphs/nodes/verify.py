@@ -15,7 +15,7 @@ from graphs.state import State
 
 
 def verify(state: State, context: Context, backends: Backends) -> dict[str, Any]:
-    """Score the drafts that have no scores yet.
+    """Score the drafts that have no scores yet; abstentions are not verified (they rank last).
 
     The verifier sees the question and the draft, never the passages (a draft that copied control sequences from a
     passage is scored with them made inert, ``graphs.safety``). For each draft one request carries
@@ -25,7 +25,7 @@ def verify(state: State, context: Context, backends: Backends) -> dict[str, Any]
     Returns:
         ``drafts``: the scored drafts (the reducer replaces them by (round, subset)).
     """
-    pending = [d for d in state.drafts if d.scores is None]
+    pending = [d for d in state.drafts if d.scores is None and d.outcome != "abstain"]
     if not pending:
         return {}
     require_scoring(backends.verifier)

@@ -49,8 +49,8 @@ def drafter_reply(prompt: ChatPrompt) -> str:
 
 
 def judge(continuation: str) -> tuple[float, float]:
-    """The verifier prefers drafts (and REPLUG candidates) that say Paris."""
-    return (-1.0, 0.95) if "Paris" in continuation else (-6.0, 0.6)
+    """The verifier prefers drafts (and REPLUG candidates) that say Paris (choice B of the multiple-choice one)."""
+    return (-1.0, 0.95) if "Paris" in continuation or "Answer: B\n" in continuation else (-6.0, 0.6)
 
 
 @pytest.fixture
@@ -90,7 +90,10 @@ def test_all_systems_on_the_same_questions(dataset: Path, tmp_path: Path) -> Non
         spec = record.systems["speculative"]
         assert len(spec.drafts) == 3 and spec.usage["drafter"].calls == 3 and spec.usage["verifier"].calls == 3
         assert spec.chosen == pick(spec.drafts, context)
-        assert "Paris" in spec.answer  # the verifier's preference decides
+        # the verifier's preference decides; a multiple-choice draft answers with the letter its text names
+        assert spec.answer == ("B" if record.choices else "Paris")
+        if record.choices:
+            assert all((d.answer in record.choices) == (d.outcome == "answer") for d in spec.drafts)
         std = record.systems["standard"]
         assert set(std.usage) == {"verifier"} and std.usage["verifier"].calls == 1
         # REPLUG: one answer per passage, then every candidate scored under every passage.

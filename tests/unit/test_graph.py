@@ -65,13 +65,18 @@ def test_happy_path_five_scored_drafts_and_the_best_is_chosen() -> None:
     totals = [d.scores.total for d in state.drafts if d.scores]
     assert state.chosen == totals.index(max(totals))
     assert state.answer == state.drafts[state.chosen].answer
-    # every subset: k=2 passages, one per cluster, all from this round's retrieval
+    # every subset: k=2 passages from this round's retrieval; together they cover all 10 (m·k = n), one per
+    # cluster while the smaller cluster has passages to pair with
     assert len(state.rounds) == 1 and state.rounds[0].decision == "accept"
     r = state.rounds[0]
+    sizes = [r.clusters.count(c) for c in (0, 1)]
+    mixed = 0
     for subset in r.subsets:
-        assert len(subset) == 2
+        assert len(subset) == 2 and len(set(subset)) == 2
         labels = [r.clusters[r.passage_ids.index(pid)] for pid in subset]
-        assert sorted(labels) == [0, 1]
+        mixed += sorted(labels) == [0, 1]
+    assert mixed == min(5, *sizes) if max(sizes) > 5 else mixed == 5
+    assert {pid for s in r.subsets for pid in s} == set(r.passage_ids)
     assert len({tuple(s) for s in r.subsets}) == 5
     assert r.ranking[0] == state.chosen
     # the verifier was called once with all five drafts (one batch of score requests)

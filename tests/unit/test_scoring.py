@@ -5,7 +5,6 @@ from pydantic import ValidationError
 
 from app.llm.protocol import ScoreResult
 from graphs.context import Context
-from graphs.nodes.draft import parse_draft
 from graphs.scoring import combine, decide, rank
 from graphs.state import Draft
 
@@ -83,20 +82,6 @@ def test_decide_without_drafts() -> None:
 def test_decide_accepts_when_a_retry_found_nothing_new() -> None:
     decision, reason = decide(scored(0.5), [0], round_index=1, new_passages=0, context=Context(max_rounds=3))
     assert decision == "accept" and "nothing new" in reason
-
-
-def test_parse_draft() -> None:
-    assert parse_draft(" Paris is the capital.\nAnswer: Paris\nextra") == (
-        "Paris is the capital.",
-        "Paris",
-        True,
-    )
-    assert parse_draft(" no answer line. It is Rome.") == (
-        "no answer line. It is Rome.",
-        "It is Rome.",
-        False,
-    )
-    assert parse_draft("") == ("", "", False)
 
 
 def test_context_validates_knobs() -> None:

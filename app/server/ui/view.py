@@ -98,6 +98,8 @@ class DraftCard:
     rank: int | None
     winner: bool
     parsed: bool
+    outcome: str
+    """answer, abstain (not verified, never chosen) or unparsed."""
     finish_reason: str
     sc_tokens: str
 
@@ -323,6 +325,7 @@ def build_page(trace: RunTrace) -> TracePage:
                 rank=ranking.index(i) + 1 if i in ranking else None,
                 winner=i == chosen,
                 parsed=bool(d.get("parsed", True)),
+                outcome=str(d.get("outcome", "answer")),
                 finish_reason=str(d.get("finish_reason", "")),
                 sc_tokens=str(d.get("scores", {}).get("self_consistency_tokens", "n/a")),
             )
