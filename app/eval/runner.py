@@ -12,7 +12,7 @@ import json
 import os
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,8 @@ class RunSpec:
     seed: int
     store: Path | None
     models: dict[str, str]
+    prompts: dict[str, str] = field(default_factory=dict)
+    """sha256 of the prompt files the standard systems read (``app.eval.reuse.prompt_hashes``)."""
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class RunSpec:
             "seed": self.seed,
             "store": str(self.store.resolve()) if self.store else None,
             "models": self.models,
+            "prompts": self.prompts,
         }
 
 
@@ -104,7 +107,7 @@ def open_run(out: Path, spec: RunSpec, *, restart: bool = False) -> dict[str, Qu
     out.mkdir(parents=True, exist_ok=True)
     info, results = out / RUN_INFO, out / RESULTS
     if restart:
-        for name in (RUN_INFO, RESULTS, "traces.sqlite"):
+        for name in (RUN_INFO, RESULTS, "traces.sqlite", "reused.json"):
             (out / name).unlink(missing_ok=True)
     if info.exists():
         before = json.loads(info.read_text(encoding="utf-8"))
@@ -113,6 +116,7 @@ def open_run(out: Path, spec: RunSpec, *, restart: bool = False) -> dict[str, Qu
         defaults = Context().model_dump(exclude={"store"})
         old_context = before.get("context", {})
         before["context"] = {k: old_context.get(k, defaults[k]) for k in now["context"]}
+        before.setdefault("prompts", now["prompts"])  # runs before prompt hashes were recorded
         changed = [k for k in now if before.get(k) != now[k]]
         if changed:
             raise EvalError(

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from app.eval.dataset import EvalQuestion, load_questions
 from app.eval.plots import write_plots
 from app.eval.report import Summary, complete, summarize, write_summary
+from app.eval.reuse import prompt_hashes, reuse
 from app.eval.runner import QuestionRecord, RunSpec, missing, open_run, ordered_systems, run_questions
 from app.eval.systems import Models
 from app.llm.metered import MeteredModel
@@ -37,6 +38,8 @@ class EvalOptions:
     store: Path | None = None
     restart: bool = False
     progress: bool = True
+    reuse_from: Path | None = None
+    """An earlier run whose standard, standard+compress and replug results may be copied (``app.eval.reuse``)."""
 
 
 def load_models() -> Models:
@@ -89,8 +92,15 @@ def evaluate(options: EvalOptions, console: Console, models: Models | None = Non
         seed=options.seed,
         store=options.store,
         models={"drafter": models.drafter.name, "verifier": models.verifier.name, "embedder": models.embedder.name},
+        prompts=prompt_hashes(),
     )
     records = open_run(options.out, spec, restart=options.restart)
+    if options.reuse_from is not None:
+        reused = reuse(options.reuse_from, options.out, spec.fingerprint(), records, systems, questions)
+        copied = ", ".join(f"{s} for {n} questions" for s, n in reused.systems.items()) or "nothing"
+        console.print(f"reused from {options.reuse_from}: {copied}")
+        for what in reused.unchecked:
+            console.print(f"[yellow]warning[/]: could not compare {what}; assumed unchanged")
     todo = [q for q in questions if missing(records.get(q.id), systems)]
     console.print(
         f"{len(questions)} questions × {len(systems)} systems ({', '.join(systems)}); "
@@ -138,6 +148,9 @@ def _write(
         "passages": f"retrieved from {options.store}" if options.store else "given by the dataset",
         **spec.models,
     }
+    reused = sorted({n for r in rows for n, x in r.systems.items() if x.reused_from})
+    if reused:
+        settings["reused"] = f"{', '.join(reused)} copied from {options.reuse_from or 'an earlier run'} (--reuse-from)"
     summary = summarize(rows, systems, settings, wanted)
     write_summary(summary, options.out)
     written = write_plots(summary, options.out)

@@ -109,6 +109,9 @@ class SystemResult(BaseModel):
     candidates: list[Candidate] = Field(default_factory=list, description="replug: the ensembled answers")
     run_id: str | None = Field(None, description="Trace id in the run's traces.sqlite (specrag trace --traces)")
     derived_from: str | None = Field(None, description="Selection systems: the system whose drafts they re-rank")
+    reused_from: str | None = Field(
+        None, description="Copied from this earlier run (--reuse-from): measured there, latency included"
+    )
     error: str | None = None
     correct: bool = False
     f1: float = 0.0

@@ -182,3 +182,41 @@ def test_export_drops_dataset_text_and_a_run_resumes_from_it(dataset: Path, tmp_
 def test_export_of_a_directory_without_a_run_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert export.main([str(tmp_path), str(tmp_path / "copy")]) == 1
     assert "not a specrag eval --out directory" in capsys.readouterr().err
+
+
+def test_reuse_copies_the_standard_results_of_an_earlier_run_with_another_drafter(
+    dataset: Path, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    evaluate(_options(dataset, first, ["standard", "speculative"]), Console(file=None, quiet=True), _models())
+    models = _models()
+    models.drafter = MeteredModel(FakeLLM(reply=drafter_reply, name="another-drafter"))
+    fake_verifier = FakeLLM(reply=lambda p: "Paris", judge=judge, name="fake-verifier")
+    models.verifier = MeteredModel(fake_verifier)
+    summary = evaluate(
+        _options(dataset, second, ["standard", "speculative"], reuse_from=first),
+        Console(file=None, quiet=True),
+        models,
+    )
+    assert summary is not None and summary.questions == 3
+    old, new = load_records(first / RESULTS), load_records(second / RESULTS)
+    for qid, record in new.items():
+        std = record.systems["standard"]
+        assert std.reused_from == str(first)
+        assert std.answer == old[qid].systems["standard"].answer and std.seconds == old[qid].systems["standard"].seconds
+        assert record.systems["speculative"].reused_from is None  # the drafter changed: measured again
+    reused = json.loads((second / "reused.json").read_text())
+    assert reused["systems"] == {"standard": 3} and reused["unchecked"] == []
+    assert "reused" in summary.settings
+    # the verifier only warmed up and scored drafts: standard never ran
+    assert [c for c in fake_verifier.calls if c.startswith("generate")] == ["generate x1"]
+    assert sum(c.startswith("score") for c in fake_verifier.calls) == 3
+
+
+def test_reuse_refuses_a_run_with_another_verifier(dataset: Path, tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    evaluate(_options(dataset, first, ["standard"]), Console(file=None, quiet=True), _models())
+    models = _models()
+    models.verifier = MeteredModel(FakeLLM(reply=lambda p: "Paris", judge=judge, name="another-verifier"))
+    with pytest.raises(EvalError, match=r"models\.verifier"):
+        evaluate(_options(dataset, second, ["standard"], reuse_from=first), Console(file=None, quiet=True), models)
