@@ -42,15 +42,25 @@ class EvalOptions:
     """An earlier run whose standard, standard+compress and replug results may be copied (``app.eval.reuse``)."""
 
 
-def load_models() -> Models:
-    """The configured drafter, verifier and embedder, metered (loaded once for the whole run)."""
+def load_models(systems: Sequence[str] = ()) -> Models:
+    """The configured drafter, verifier and embedder, metered (loaded once for the whole run); with
+    ``speculative-base`` among ``systems`` and a drafter adapter configured, the drafter's base model too."""
     from app.embed.factory import get_embedder
     from app.llm.factory import get_llm
 
     s = get_settings()
     drafter = get_llm(s.drafter, threads=s.llm_threads, cache_dir=s.model_cache)
     verifier = get_llm(s.verifier, threads=s.llm_threads, cache_dir=s.model_cache)
-    return Models(drafter=MeteredModel(drafter), verifier=MeteredModel(verifier), embedder=get_embedder(s.embedder))
+    base = None
+    if "speculative-base" in systems and s.drafter.lora:
+        plain = s.drafter.model_copy(update={"lora": "", "lora_sha256": None})
+        base = MeteredModel(get_llm(plain, threads=s.llm_threads, cache_dir=s.model_cache))
+    return Models(
+        drafter=MeteredModel(drafter),
+        verifier=MeteredModel(verifier),
+        embedder=get_embedder(s.embedder),
+        base_drafter=base,
+    )
 
 
 def warm_up(models: Models, systems: Sequence[str]) -> None:
@@ -83,7 +93,7 @@ def evaluate(options: EvalOptions, console: Console, models: Models | None = Non
     store = None
     if options.store is not None:  # checked before the models load; the embedder is checked once they have
         open_store(get_settings().store, path=options.store, embedder=None, create=False)
-    models = models or load_models()
+    models = models or load_models(systems)
     if options.store is not None:
         store = open_store(get_settings().store, path=options.store, embedder=models.embedder, create=False)
     spec = RunSpec(
