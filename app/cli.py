@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from app.cli_errors import CLIError, cli_errors, err_console
+from app.tune.cli import tune_app
 from graphs.context import Context
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+app.add_typer(tune_app, name="tune")
 
 # Piped output (tests, `make demo` logs) gets a readable width instead of rich's 80-column fallback.
 out_console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)

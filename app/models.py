@@ -7,7 +7,7 @@ to the target, the sha256 is checked, and the file is renamed into place atomica
 
 CLI::
 
-    python -m app.models list
+    python -m app.models list          # packaged models, adapters, and what the drafter and verifier run
     python -m app.models assemble [--cache DIR]
 """
 
@@ -97,6 +97,102 @@ REGISTRY: dict[str, PackagedModel] = {
         ),
     )
 }
+
+
+ADAPTERS_DIR = Path(__file__).resolve().parent.parent / "adapters"
+"""Committed LoRA adapters (``adapters/<name>/adapter.gguf``, each with a model card)."""
+
+
+class AdapterError(ValueError):
+    """A LoRA adapter cannot be used: unknown name, missing file, no or a wrong sha256 (one-line message)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PackagedAdapter:
+    """A LoRA adapter committed to the repository, for one packaged base model.
+
+    Attributes:
+        name: Registry name (what ``SPECRAG_DRAFTER__LORA`` may name).
+        base: The packaged base model it was trained on.
+        sha256: Expected sha256 of ``adapters/<name>/adapter.gguf``.
+        size: Its size in bytes.
+    """
+
+    name: str
+    base: str
+    sha256: str
+    size: int
+
+    @property
+    def path(self) -> Path:
+        """The adapter file in the repository."""
+        return ADAPTERS_DIR / self.name / "adapter.gguf"
+
+
+_ADAPTERS: tuple[PackagedAdapter, ...] = ()
+ADAPTER_REGISTRY: dict[str, PackagedAdapter] = {a.name: a for a in _ADAPTERS}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolvedAdapter:
+    """A LoRA adapter file whose sha256 was checked."""
+
+    path: Path
+    label: str
+    """The packaged name, or the file name for a path."""
+    sha256: str
+
+
+def resolve_adapter(
+    name_or_path: str, *, expected_sha256: str | None = None, base: Path | None = None
+) -> ResolvedAdapter:
+    """Turn a ``lora`` setting into a checked adapter file.
+
+    The expected sha256 comes from the registry for a packaged name; for a path, from ``expected_sha256`` (setting
+    ``lora_sha256``) or else the ``<adapter>.sha256`` file beside it. An adapter without an expected sha256 is
+    refused.
+
+    Args:
+        name_or_path: A packaged adapter name or a path to a GGUF LoRA file.
+        expected_sha256: The sha256 the file must have (overrides the sidecar file).
+        base: The base model file the adapter is applied to (a packaged adapter names its base).
+
+    Raises:
+        AdapterError: unknown name, missing or non-GGUF file, no expected sha256, a mismatch, a wrong base.
+    """
+    packaged = ADAPTER_REGISTRY.get(name_or_path)
+    if packaged is not None:
+        path, label, expected = packaged.path, packaged.name, packaged.sha256
+        if expected_sha256 is not None and expected_sha256.lower() != expected:
+            raise AdapterError(f"adapter {label!r}: the lora_sha256 setting disagrees with the registry's sha256")
+        if base is not None and base.name != get_spec(packaged.base).filename:
+            raise AdapterError(f"adapter {label!r} was trained on {packaged.base!r}, not on {base.name}")
+    else:
+        path = Path(name_or_path).expanduser()
+        label = path.name
+        if not path.is_file():
+            known = ", ".join(sorted(ADAPTER_REGISTRY)) or "none"
+            raise AdapterError(f"LoRA adapter {name_or_path!r} is neither a file nor a packaged adapter ({known})")
+        sidecar = path.with_name(path.name + ".sha256")
+        given = expected_sha256
+        if given is None and sidecar.is_file():
+            words = sidecar.read_text(encoding="utf-8").split()
+            given = words[0] if words else None
+        if given is None:
+            raise AdapterError(
+                f"no sha256 for adapter {path}: set lora_sha256 (SPECRAG_DRAFTER__LORA_SHA256) or write {sidecar.name}"
+            )
+        expected = given
+    if not path.is_file():
+        raise AdapterError(f"adapter {label!r}: file {path} is missing")
+    try:
+        check_gguf(path)
+    except ValueError as exc:
+        raise AdapterError(str(exc)) from None
+    digest = _sha256_file(path)
+    if digest != expected.lower():
+        raise AdapterError(f"adapter {label!r}: sha256 mismatch ({path}: {digest}, expected {expected})")
+    return ResolvedAdapter(path=path, label=label, sha256=digest)
 
 
 def get_spec(name: str) -> PackagedModel:
@@ -255,6 +351,14 @@ def _cmd_list(cache_dir: Path, out: Callable[[str], None]) -> int:
             installed = "not installed"
         state = "assembled" if is_assembled(spec, cache_dir) else "not assembled"
         out(f"{spec.name:30s} {spec.size / 1e6:8.1f} MB  {spec.n_parts:2d} part(s)  {installed}, {state}")
+    for adapter in ADAPTER_REGISTRY.values():
+        present = "present" if adapter.path.is_file() else "missing"
+        out(f"{adapter.name:30s} {adapter.size / 1e6:8.1f} MB  LoRA adapter for {adapter.base}, {present}")
+    from app.settings import get_settings
+
+    settings = get_settings()
+    for role, llm in (("drafter", settings.drafter), ("verifier", settings.verifier)):
+        out(f"{role}: {llm.provider} {llm.model}" + (f" + LoRA {llm.lora}" if llm.lora else " (no adapter)"))
     return 0
 
 

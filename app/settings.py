@@ -60,6 +60,18 @@ class LLMSettings(BaseModel):
     batch_window_ms: float = Field(
         30.0, ge=0, description="Concurrent generate calls arriving within this window run as one batch."
     )
+    lora: str = Field(
+        "",
+        description="llamacpp: a LoRA adapter applied to the model: a packaged adapter name (see `python -m "
+        "app.models list`, e.g. 'specrag-drafter-v1') or a path to a GGUF LoRA file; empty: the base model. Ollama "
+        "takes an adapter through a Modelfile ADAPTER line instead.",
+    )
+    lora_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Expected sha256 of a lora given as a path (default: the '<adapter>.sha256' file beside it, "
+        "written by `specrag tune convert`); packaged adapters are checked against the registry.",
+    )
 
 
 class EmbedderSettings(BaseModel):

@@ -25,15 +25,27 @@ def make_llm(settings: LLMSettings, *, threads: int, cache_dir: Path) -> Languag
     match settings.provider:
         case "llamacpp":
             from app.llm.llamacpp import LlamaCppModel
-            from app.models import resolve_model
+            from app.models import resolve_adapter, resolve_model
 
+            path = resolve_model(settings.model, cache_dir)
+            adapter = (
+                resolve_adapter(settings.lora, expected_sha256=settings.lora_sha256, base=path)
+                if settings.lora
+                else None
+            )
             return LlamaCppModel(
-                resolve_model(settings.model, cache_dir),
+                path,
+                adapter=adapter,
                 n_ctx=settings.n_ctx,
                 n_seq_max=settings.n_seq_max,
                 n_batch=settings.n_batch,
                 n_threads=threads,
                 batch_window_s=settings.batch_window_ms / 1000.0,
+            )
+        case "ollama" | "openai" if settings.lora:
+            raise ValueError(
+                f"a LoRA adapter ({settings.lora}) is applied by the llamacpp backend only; for Ollama, build a model "
+                "with a Modelfile ADAPTER line and name it as the model"
             )
         case "ollama":
             from app.llm.ollama import OllamaModel

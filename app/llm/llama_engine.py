@@ -106,6 +106,7 @@ class LlamaEngine:
         self._lib = _lib()
         self._model: Any = None
         self._ctx: Any = None
+        self._adapters: list[Any] = []
         self._batch: Any = None
         self.counters = EngineCounters()
         self._load(path, n_ctx_per_seq, n_seq_max, n_batch, n_threads, n_threads_batch, flash_attn)
@@ -279,6 +280,35 @@ class LlamaEngine:
             raise LlamaDecodeError(f"no logits for batch index {index}")
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
+    # ---------------------------------------------------------------- LoRA adapters
+
+    def load_adapter(self, path: Path) -> Any:
+        """Load a GGUF LoRA adapter for this model (freed with the model); it is not applied until
+        :meth:`set_adapters`.
+
+        Raises:
+            RuntimeError: llama.cpp refused the file (not a LoRA for this architecture, bad file).
+        """
+        handle = self._lib.llama_adapter_lora_init(self._model, str(path).encode())
+        if not handle:
+            raise RuntimeError(f"llama.cpp could not load the LoRA adapter {path} for this model")
+        self._adapters.append(handle)
+        return handle
+
+    def set_adapters(self, adapters: Sequence[tuple[Any, float]]) -> None:
+        """Apply exactly these ``(adapter, scale)`` pairs to the context (none: the base model). KV memory computed
+        under other adapters is stale: callers clear it."""
+        lib = self._lib
+        n = len(adapters)
+        if n == 0:
+            rc = lib.llama_set_adapters_lora(self._ctx, None, 0, None)
+        else:
+            handles = (lib.llama_adapter_lora_p_ctypes * n)(*[a for a, _ in adapters])
+            scales = (ctypes.c_float * n)(*[float(s) for _, s in adapters])
+            rc = lib.llama_set_adapters_lora(self._ctx, handles, n, scales)
+        if rc != 0:
+            raise RuntimeError(f"llama_set_adapters_lora returned {rc}")
+
     # ---------------------------------------------------------------- lifetime
 
     def close(self) -> None:
@@ -290,6 +320,7 @@ class LlamaEngine:
         if self._ctx:
             lib.llama_free(self._ctx)
         self._ctx = None
+        self._adapters = []  # freed by llama_model_free
         if self._model:
             lib.llama_model_free(self._model)
         self._model = None

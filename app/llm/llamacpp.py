@@ -32,6 +32,7 @@ from app.llm.protocol import (
     ScoreRequest,
     ScoreResult,
 )
+from app.models import ResolvedAdapter
 
 FinishReason = Literal["stop", "length"]
 
@@ -106,6 +107,8 @@ class LlamaCppModel:
         prefix_cache: Reuse the KV state of the longest common token prefix between ``score`` requests.
         batch_window_s: How long concurrent ``generate`` calls are collected before a batched run.
         flash_attn: Use flash attention (off: see ``LlamaEngine``; it made scores batch-size dependent).
+        adapter: A LoRA adapter (sha256 already checked, ``app.models.resolve_adapter``) applied with scale 1;
+            the model's ``name`` and provenance then name it.
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class LlamaCppModel:
         prefix_cache: bool = True,
         batch_window_s: float = 0.03,
         flash_attn: bool = False,
+        adapter: ResolvedAdapter | None = None,
     ) -> None:
         self._engine: LlamaEngine | None = LlamaEngine(
             path,
@@ -137,7 +141,18 @@ class LlamaCppModel:
         self._lock = threading.Lock()
         self._tok_lock = threading.Lock()
         engine = self._engine
-        self._name = engine.meta("general.name") or path.stem
+        self.base_name = engine.meta("general.name") or path.stem
+        self.adapter = adapter
+        self._adapter_handle: object | None = None
+        self._name = self.base_name
+        if adapter is not None:
+            try:
+                self._adapter_handle = engine.load_adapter(adapter.path)
+                engine.set_adapters([(self._adapter_handle, 1.0)])
+            except RuntimeError:
+                self.close()
+                raise
+            self._name = f"{self.base_name} + LoRA {adapter.label}"
         self._template = self._load_template(engine)
         self._score_seq = engine.n_seq_max - 1
         self._cached_ids: list[int] = []
@@ -169,7 +184,8 @@ class LlamaCppModel:
 
     def provenance(self, kind: ScoreKind) -> str:
         """How each kind of log-probability is computed (in-process, full-vocabulary log-softmax)."""
-        where = f"llama.cpp in-process ({self._name}, {self.path.name})"
+        lora = f", LoRA {self.adapter.path.name} sha256 {self.adapter.sha256[:12]}" if self.adapter else ""
+        where = f"llama.cpp in-process ({self._name}, {self.path.name}{lora})"
         match kind:
             case "generate":
                 return f"sum of generated-token log-probabilities, full-vocabulary log-softmax, {where}"
@@ -485,6 +501,19 @@ class LlamaCppModel:
             self._require_engine().seq_clear(self._score_seq)
         self._cached_ids = []
 
+    # ---------------------------------------------------------------- adapter
+
+    def set_adapter_enabled(self, enabled: bool) -> None:
+        """Apply the loaded LoRA adapter (``enabled``) or run the base model; the scoring cache is dropped, since
+        KV computed under the other weights is stale. No-op without an adapter."""
+        if self._adapter_handle is None:
+            return
+        with self._lock:
+            self._drop_score_cache()
+            engine = self._require_engine()
+            engine.set_adapters([(self._adapter_handle, 1.0)] if enabled else [])
+            self._name = f"{self.base_name} + LoRA {self.adapter.label}" if enabled and self.adapter else self.base_name
+
     # ---------------------------------------------------------------- lifetime
 
     def close(self) -> None:
@@ -504,7 +533,8 @@ class LlamaCppModel:
             pass
 
     def __repr__(self) -> str:
-        return f"LlamaCppModel(name={self._name!r}, path={str(self.path)!r})"
+        lora = f", adapter={str(self.adapter.path)!r}" if self.adapter else ""
+        return f"LlamaCppModel(name={self._name!r}, path={str(self.path)!r}{lora})"
 
 
 def _shared_prefix(prompts: Sequence[Sequence[int]]) -> int:

@@ -1,0 +1,364 @@
+"""``specrag tune``: build drafting examples, train a LoRA adapter on the drafter, convert it for llama.cpp, check it.
+
+Heavy imports (torch, transformers, peft) happen inside the commands, so ``specrag --help`` stays fast and the
+rest of the CLI works without the ``tune`` extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from app.cli_errors import CLIError, cli_errors, err_console
+
+DEFAULT_DIR = Path(".specrag/tune")
+
+tune_app = typer.Typer(
+    name="tune",
+    help=(
+        "Tune the drafter: build drafting examples from the shared training pool, train a LoRA adapter on the CPU, "
+        "convert it to a GGUF LoRA for llama.cpp, and check it.\n\n"
+        "Needs the [bold]tune[/] extra (pip install -e '.\\[tune]'). The usual order:\n\n"
+        "  specrag tune data                      # .specrag/tune/data/examples.jsonl + data card\n\n"
+        "  specrag tune train --max-examples 400  # .specrag/tune/run/ (resumable: --resume)\n\n"
+        "  specrag tune convert .specrag/tune/run # adapter.gguf + .sha256\n\n"
+        "  SPECRAG_DRAFTER__LORA=.specrag/tune/run/adapter.gguf specrag ask ..."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def _shared_dir() -> Path:
+    from app.settings import get_settings
+
+    return get_settings().shared_dir
+
+
+def _base_path(base: str) -> Path:
+    from app.models import resolve_model
+    from app.settings import get_settings
+
+    return resolve_model(base, get_settings().model_cache)
+
+
+@tune_app.command(
+    "data",
+    help=(
+        "Build drafting examples from the training pool the way the graph drafts: each question gets distractor "
+        "passages from other pool questions of the same source (nearest by the embedder), the passages are "
+        "clustered and sampled into k-passage subsets as `partition` does, and each chosen subset becomes one "
+        "example whose target is a rationale and answer, or the abstention when the subset lacks the answer "
+        "(never for multiple choice). Writes examples.jsonl, data_card.json and data_card.md into --out. "
+        "Deterministic for a seed. Refuses any path under eval/dev."
+    ),
+)
+@cli_errors
+def data(
+    pool: Annotated[
+        Path | None,
+        typer.Option("--pool", help="Pool JSONL \\[default: SPECRAG_SHARED_DIR/train/pool.jsonl]", show_default=False),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = DEFAULT_DIR / "data",
+    per_source: Annotated[int, typer.Option("--per-source", min=1, help="Pool questions per source.")] = 240,
+    reservoir: Annotated[
+        int, typer.Option("--reservoir", min=1, help="Other questions per source that may give distractors.")
+    ] = 400,
+    seed: Annotated[int, typer.Option(help="Seed of selection, distractors, clustering and subsets.")] = 0,
+    rationale: Annotated[
+        str,
+        typer.Option(
+            "--rationale",
+            help="extract: the passage sentences that hold the answer; teacher: written by the verifier model "
+            "(SPECRAG_VERIFIER__*; a server model is one setting away), given the gold answer.",
+        ),
+    ] = "extract",
+    max_passage_words: Annotated[
+        int, typer.Option("--max-passage-words", min=20, help="Passages are cut to this many words.")
+    ] = 110,
+    abstain_cap: Annotated[
+        float, typer.Option("--abstain-cap", min=0.0, max=1.0, help="Largest share of abstentions.")
+    ] = 0.3,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Build drafting examples (see the command help)."""
+    from app.embed.factory import get_embedder
+    from app.tune.data import (
+        DataConfig,
+        DataError,
+        Rationaler,
+        TeacherRationaler,
+        build_examples,
+        load_pool,
+        write_examples,
+    )
+
+    if rationale not in ("extract", "teacher"):
+        raise CLIError(f"--rationale must be extract or teacher, not {rationale!r}")
+    path = pool if pool is not None else _shared_dir() / "train" / "pool.jsonl"
+    try:
+        questions = load_pool(path)
+        config = DataConfig(
+            seed=seed,
+            questions_per_source=per_source,
+            distractor_reservoir=reservoir,
+            max_passage_words=max_passage_words,
+            abstain_cap=abstain_cap,
+            rationale="teacher" if rationale == "teacher" else "extract",
+        )
+        writer: Rationaler | None = None
+        if rationale == "teacher":
+            from app.llm.factory import make_llm
+            from app.settings import get_settings
+
+            settings = get_settings()
+            llm = make_llm(settings.verifier, threads=settings.llm_threads, cache_dir=settings.model_cache)
+            writer = TeacherRationaler(llm, config.max_rationale_words)
+        sources = {q.id.split("-", 1)[0] for q in questions}
+        with _progress() as progress:
+            task = progress.add_task("questions", total=per_source * len(sources), info="", visible=not quiet)
+
+            def note(message: str) -> None:
+                if not quiet:
+                    progress.console.print(escape(message))
+
+            examples, card = build_examples(
+                questions,
+                get_embedder(),
+                config,
+                rationaler=writer,
+                pool_path=str(path),
+                progress=note,
+                step=lambda: progress.advance(task),
+            )
+        written = write_examples(examples, card, out)
+    except DataError as exc:
+        raise CLIError(str(exc)) from None
+    err_console.print(
+        f"{card.examples} examples ({card.answer} answers, {card.abstain} abstentions) -> {escape(str(written))}"
+    )
+
+
+@tune_app.command(
+    "train",
+    help=(
+        "Train a LoRA adapter on the drafter from its GGUF (transformers' GGUF loader + peft), loss on the target "
+        "tokens only, AdamW with warmup and cosine decay, batch 1. Writes into --out: config.json, checkpoint.pt "
+        "(every --checkpoint-every steps), loss.jsonl, loss_curve.png, summary.json and, when done, adapter/ "
+        "(peft). Interrupt it at any time and continue exactly with --resume (same options)."
+    ),
+)
+@cli_errors
+def train_cmd(
+    examples: Annotated[Path, typer.Option("--examples", help="examples.jsonl.")] = DEFAULT_DIR
+    / "data"
+    / "examples.jsonl",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = DEFAULT_DIR / "run",
+    base: Annotated[
+        str, typer.Option("--base", help="Base GGUF: packaged model name or path.")
+    ] = "qwen2.5-coder-0.5b-instruct",
+    max_examples: Annotated[
+        int | None, typer.Option("--max-examples", min=1, help="Use the first N examples of the seeded order.")
+    ] = None,
+    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the examples.")] = 1.0,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    rank: Annotated[int, typer.Option("--rank", "-r", min=1, help="LoRA rank.")] = 16,
+    layers: Annotated[
+        int | None, typer.Option("--layers", min=1, help="LoRA on the last N layers only (default: all).")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="fp32, bf16-autocast or bf16 (frozen base in bf16).")] = "fp32",
+    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Examples per optimizer step.")] = 1,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=32, help="Skip longer examples.")] = 640,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Steps per checkpoint.")] = 25,
+    seed: Annotated[int, typer.Option(help="Seed of data order, LoRA init and dropout.")] = 0,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")] = False,
+    stop_after: Annotated[
+        int | None, typer.Option("--stop-after", min=1, help="Stop after N steps in this call (checkpointed).")
+    ] = None,
+) -> None:
+    """Train a LoRA adapter (see the command help)."""
+    from pydantic import ValidationError
+
+    from app.tune.data import DataError, read_examples
+    from app.tune.train import TrainConfig, TuneError, train
+
+    if precision not in ("fp32", "bf16-autocast", "bf16"):
+        raise CLIError(f"--precision must be fp32, bf16-autocast or bf16, not {precision!r}")
+    try:
+        config = TrainConfig(
+            base=base,
+            examples=str(examples),
+            max_examples=max_examples,
+            epochs=epochs,
+            lr=lr,
+            rank=rank,
+            alpha=2 * rank,
+            layers=layers,
+            precision=precision,
+            grad_accum=grad_accum,
+            max_tokens=max_tokens,
+            checkpoint_every=checkpoint_every,
+            seed=seed,
+            threads=threads,
+        )
+    except ValidationError as exc:
+        raise CLIError(f"bad option: {exc.errors()[0]['msg']}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    log = logging.getLogger("specrag.tune")
+    try:
+        rows = read_examples(examples)
+        base_path = _base_path(base)
+        err_console.print(f"loading {escape(str(base_path))} (dequantised to fp32) ...")
+        with _progress() as progress:
+            task = progress.add_task("training", total=None, info="")
+            losses: list[float] = []
+            started = time.perf_counter()
+
+            def on_start(done: int, total: int) -> None:
+                progress.update(task, total=total, completed=done)
+
+            def on_step(step: int, total: int, loss: float, seconds: float) -> None:
+                losses.append(loss)
+                recent = losses[-20:]
+                progress.update(
+                    task, completed=step, info=f"loss {loss:.3f} (avg20 {sum(recent) / len(recent):.3f}) {seconds:.1f}s"
+                )
+                if step % 10 == 0 or step == total:
+                    log.info(
+                        "step %d/%d loss %.4f avg20 %.4f %.1f s/step, %.0f s this session",
+                        step,
+                        total,
+                        loss,
+                        sum(recent) / len(recent),
+                        seconds,
+                        time.perf_counter() - started,
+                    )
+
+            summary = train(
+                config,
+                out,
+                base_path=base_path,
+                examples=rows,
+                resume=resume,
+                stop_after=stop_after,
+                on_start=on_start,
+                on_step=on_step,
+            )
+    except (DataError, TuneError) as exc:
+        raise CLIError(str(exc)) from None
+    state = "done" if summary.steps == summary.total_steps else "stopped (continue with --resume)"
+    err_console.print(
+        f"{state}: {summary.steps}/{summary.total_steps} steps, {summary.seconds_per_step:.1f} s/step, "
+        f"loss {summary.first_loss:.3f} -> {summary.final_loss:.3f}; {escape(str(out))}"
+    )
+
+
+@tune_app.command(
+    "convert",
+    help=(
+        "Convert a finished run's peft adapter to a GGUF LoRA adapter with the converter of the llama-cpp-python "
+        "sdist (fetched once with pip into .specrag/tune/sdist), and write its sha256 beside it (<file>.sha256, "
+        "which the llamacpp backend checks at load)."
+    ),
+)
+@cli_errors
+def convert_cmd(
+    run: Annotated[Path, typer.Argument(help="The run directory (specrag tune train --out).", show_default=False)],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="GGUF file \\[default: RUN/adapter.gguf]", show_default=False)
+    ] = None,
+    outtype: Annotated[str, typer.Option(help="f16, f32, bf16 or q8_0.")] = "f16",
+) -> None:
+    """Convert an adapter (see the command help)."""
+    from app.tune.convert import ConvertError, convert
+
+    if outtype not in ("f16", "f32", "bf16", "q8_0"):
+        raise CLIError(f"--outtype must be f16, f32, bf16 or q8_0, not {outtype!r}")
+    if not (run / "base_config.json").is_file():
+        raise CLIError(f"{run} is not a training run (no base_config.json)")
+    target = out if out is not None else run / "adapter.gguf"
+    try:
+        done = convert(run / "adapter", run / "base_config.json", target, cache_dir=DEFAULT_DIR, outtype=outtype)
+    except ConvertError as exc:
+        raise CLIError(str(exc)) from None
+    err_console.print(f"{escape(done.path)}: {done.size / 1e6:.1f} MB, sha256 {done.sha256}")
+
+
+@tune_app.command(
+    "check",
+    help=(
+        "Check a tuned drafter on examples: that training tokenised them exactly as the llama.cpp backend does "
+        "(--tokens), and what the drafter writes for the first N (greedy, through the backend, with the adapter "
+        "of SPECRAG_DRAFTER__LORA or --lora): whether replies follow the `Rationale: ... Answer: ...` format and "
+        "abstain where the subset lacks the answer."
+    ),
+)
+@cli_errors
+def check_cmd(
+    examples: Annotated[Path, typer.Option("--examples", help="examples.jsonl.")] = DEFAULT_DIR
+    / "data"
+    / "examples.jsonl",
+    n: Annotated[int, typer.Option("--n", "-n", min=0, help="Examples to draft (0: only the token check).")] = 5,
+    lora: Annotated[
+        str | None, typer.Option("--lora", help="Adapter (name or path) \\[default: SPECRAG_DRAFTER__LORA]")
+    ] = None,
+    tokens: Annotated[int, typer.Option("--tokens", min=0, help="Examples whose tokenisation to compare.")] = 20,
+) -> None:
+    """Check a drafter (see the command help)."""
+    from app.llm.factory import make_llm
+    from app.settings import get_settings
+    from app.tune.check import compare_tokenisation, sample_drafts
+    from app.tune.data import DataError, read_examples
+
+    settings = get_settings()
+    try:
+        rows = read_examples(examples)
+    except DataError as exc:
+        raise CLIError(str(exc)) from None
+    drafter = settings.drafter.model_copy(update={"lora": lora} if lora is not None else {})
+    if tokens:
+        result = compare_tokenisation(_base_path(drafter.model), rows[:tokens], threads=settings.llm_threads)
+        err_console.print(
+            f"tokenisation: {result.examples} examples, {result.tokens} tokens, {result.mismatches} mismatches"
+            + (f" (first: {result.first.model_dump_json()})" if result.first else "")
+        )
+    if n == 0:
+        return
+    # One of each outcome first, so that a small sample shows both.
+    picked = sorted(rows, key=lambda ex: (ex.outcome != "abstain", ex.id))[:1] + [
+        r for r in rows if r.outcome != "abstain"
+    ]
+    seen: set[str] = set()
+    sample = [r for r in picked if not (r.id in seen or seen.add(r.id))][:n]  # type: ignore[func-returns-value]
+    llm = make_llm(drafter, threads=settings.llm_threads, cache_dir=settings.model_cache)
+    err_console.print(f"drafter: {escape(llm.name)}")
+    drafts = sample_drafts(llm, sample)
+    for d in drafts:
+        err_console.print(
+            f"[bold]{escape(d.example_id)}[/] expected {d.expected_outcome} {escape(d.expected_answer)!r}; "
+            f"got {d.outcome} {escape(d.answer)!r} ({'ok' if d.correct else 'wrong'})\n  {escape(d.reply.strip())}"
+        )
+    ok = sum(d.follows_format for d in drafts)
+    err_console.print(f"{ok}/{len(drafts)} follow the reply format, {sum(d.correct for d in drafts)} correct")

@@ -1,0 +1,209 @@
+"""The drafter-tuning data builder (app/tune/data.py): subsets formed as partition forms them, abstention targets,
+multiple choice never abstains, eval/dev is refused, deterministic for a seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.eval.dataset import EvalPassage, EvalQuestion
+from app.tune.data import (
+    DataConfig,
+    DataError,
+    TuneExample,
+    build_examples,
+    check_input_path,
+    found_alias,
+    load_pool,
+    read_examples,
+    write_examples,
+)
+from graphs import clustering
+from graphs.drafting import ABSTAIN_ANSWER, abstention_reply, parse_reply, render_reply
+from graphs.question import with_choices
+from tests.conftest import REPO, unavailable
+from tests.fakes import FakeEmbedder
+
+TOPICS = ["river", "mountain", "painter", "composer", "city", "island", "novel", "bridge", "comet", "valley"]
+
+
+def _short(i: int) -> EvalQuestion:
+    topic = TOPICS[i % len(TOPICS)]
+    answer = f"Answerton{i}"
+    return EvalQuestion(
+        id=f"popqa-{i}",
+        question=f"Where is the {topic} number {i} located?",
+        answers=[answer, f"alias{i}"],
+        task="short_qa",
+        passages=[
+            EvalPassage(title=f"{topic} {i}", text=f"The {topic} number {i} is located in {answer}. It is old."),
+            EvalPassage(title=f"{topic} {i} web", text=f"Pictures of the {topic} number {i} and its surroundings."),
+        ],
+    )
+
+
+def _mcq(i: int) -> EvalQuestion:
+    topic = TOPICS[i % len(TOPICS)]
+    return EvalQuestion(
+        id=f"arcc-{i}",
+        question=f"Which property of a {topic} explains erosion {i}?",
+        answers=["B"],
+        task="mcq",
+        choices={"A": "its colour", "B": "flowing water", "C": "its name", "D": "the moon"},
+        passages=[EvalPassage(title=f"{topic}", text=f"Erosion of a {topic} is caused by flowing water over time.")],
+    )
+
+
+def _pool() -> list[EvalQuestion]:
+    return [_short(i) for i in range(30)] + [_mcq(i) for i in range(30)]
+
+
+def _config(**kw: object) -> DataConfig:
+    base: dict[str, object] = {
+        "questions_per_source": 12,
+        "distractor_reservoir": 15,
+        "abstain_cap": 1.0,
+        "seed": 3,
+    }
+    base.update(kw)
+    return DataConfig.model_validate(base)
+
+
+@pytest.fixture(scope="module")
+def built() -> tuple[list[TuneExample], object]:
+    return build_examples(_pool(), FakeEmbedder(), _config())
+
+
+def test_subsets_are_formed_as_partition_forms_them(built: tuple[list[TuneExample], object]) -> None:
+    examples, _ = built
+    pool = {q.id: q for q in _pool()}
+    assert examples
+    for ex in examples:
+        assert len(ex.subset) == min(2, ex.n_candidates)
+        assert len(ex.passages) == len(ex.subset)
+        assert 4 <= ex.n_candidates <= 6
+        assert pool[ex.question_id].id == ex.question_id
+    # Re-derive one question's subsets with partition's own functions, from the same vectors and seed.
+    config = _config()
+    ex = examples[0]
+    assert ex.subset in _partition_subsets(ex, config, examples)
+
+
+def _partition_subsets(ex: TuneExample, config: DataConfig, examples: list[TuneExample]) -> list[list[int]]:
+    """Every subset ``sample_subsets`` gives for the example's candidate passages, over the seeds in use."""
+    from app.tune import data
+
+    cands = data._candidates(_pool(), config, FakeEmbedder(), lambda _m: None)
+    index = next(i for i, c in enumerate(cands) if c.question.id == ex.question_id)
+    cand = cands[index]
+    assert [cand.passages[i].text for i in ex.subset] == [p.text for p in ex.passages]
+    seed = config.seed + index
+    labels = clustering.kmeans(cand.vectors, config.per_draft, seed=seed).tolist()
+    return clustering.sample_subsets(labels, config.n_drafts, seed=seed)
+
+
+def test_every_subset_matches_partition(built: tuple[list[TuneExample], object]) -> None:
+    examples, _ = built
+    config = _config()
+    for ex in examples[:10]:
+        assert ex.subset in _partition_subsets(ex, config, examples)
+
+
+def test_abstention_target_exactly_when_no_alias_in_the_subset(built: tuple[list[TuneExample], object]) -> None:
+    examples, _ = built
+    pool = {q.id: q for q in _pool()}
+    short = [ex for ex in examples if ex.task == "short_qa"]
+    assert {ex.outcome for ex in short} == {"answer", "abstain"}
+    for ex in short:
+        held = found_alias(" ".join(p.text for p in ex.passages), pool[ex.question_id].answers)
+        if held is None:
+            assert ex.outcome == "abstain"
+            assert ex.target == abstention_reply()
+            assert parse_reply(ex.target).outcome == "abstain"
+        else:
+            assert ex.outcome == "answer"
+            assert ex.answer == held
+            assert held.lower() in ex.rationale.lower()
+            assert ex.target == render_reply(ex.rationale, ex.answer)
+            assert parse_reply(ex.target).answer == held
+
+
+def test_multiple_choice_never_abstains(built: tuple[list[TuneExample], object]) -> None:
+    examples, _ = built
+    mcq = [ex for ex in examples if ex.task == "mcq"]
+    assert mcq
+    for ex in mcq:
+        assert ex.outcome == "answer"
+        assert ex.answer == "B"
+        assert ex.choices is not None
+        assert ex.question == with_choices(ex.question.split("\n")[0], ex.choices) or "A) its colour" in ex.question
+        reply = parse_reply(ex.target, ex.choices)
+        assert reply.outcome == "answer" and reply.letter == "B"
+        assert ABSTAIN_ANSWER not in ex.target
+
+
+def test_abstention_cap() -> None:
+    examples, card = build_examples(_pool(), FakeEmbedder(), _config(abstain_cap=0.1))
+    abstain = sum(ex.outcome == "abstain" for ex in examples)
+    assert abstain <= 0.1 * len(examples) + 1
+    assert sum(s.dropped_abstain_cap for s in card.per_source.values()) > 0
+
+
+def test_deterministic_for_a_seed(tmp_path: Path) -> None:
+    a, card_a = build_examples(_pool(), FakeEmbedder(), _config())
+    b, card_b = build_examples(_pool(), FakeEmbedder(), _config())
+    assert [x.model_dump() for x in a] == [x.model_dump() for x in b]
+    assert card_a == card_b
+    c, _ = build_examples(_pool(), FakeEmbedder(), _config(seed=4))
+    assert [x.model_dump() for x in a] != [x.model_dump() for x in c]
+    path = write_examples(a, card_a, tmp_path / "data")
+    assert read_examples(path) == a
+    assert (tmp_path / "data" / "data_card.md").read_text().startswith("# Drafter tuning data card")
+
+
+@pytest.mark.parametrize("sub", ["eval/dev/questions.jsonl", "shared/eval/dev", "x/EVAL/Dev/q.jsonl"])
+def test_refuses_eval_dev_paths(tmp_path: Path, sub: str) -> None:
+    path = tmp_path / sub
+    with pytest.raises(DataError, match="eval/dev"):
+        check_input_path(path)
+    with pytest.raises(DataError, match="eval/dev"):
+        load_pool(path)
+    with pytest.raises(DataError, match="eval/dev"):
+        read_examples(path)
+
+
+def test_an_eval_dev_path_is_refused_even_if_the_file_exists(tmp_path: Path) -> None:
+    dev = tmp_path / "eval" / "dev"
+    dev.mkdir(parents=True)
+    (dev / "questions.jsonl").write_text(_short(1).model_dump_json() + "\n")
+    with pytest.raises(DataError, match="never"):
+        load_pool(dev / "questions.jsonl")
+    other = tmp_path / "train" / "pool.jsonl"
+    other.parent.mkdir()
+    other.write_text(_short(1).model_dump_json() + "\n")
+    assert [q.id for q in load_pool(other)] == ["popqa-1"]
+
+
+def test_alias_matches_whole_words_only() -> None:
+    assert found_alias("It flows through Romania.", ["ro", "Romania"]) == "Romania"
+    assert found_alias("A river of rock.", ["ro"]) is None
+    assert found_alias("The Beatles' album", ["the beatles"]) == "the beatles"
+
+
+def test_the_shared_pool_loads_and_builds() -> None:
+    from app.settings import get_settings
+
+    shared = get_settings().shared_dir
+    pool_path = (shared if shared.is_absolute() else REPO / shared) / "train" / "pool.jsonl"
+    if not pool_path.is_file():
+        unavailable(f"shared training pool not found at {pool_path} (set SPECRAG_SHARED_DIR)")
+    pool = load_pool(pool_path)
+    assert {q.id.split("-", 1)[0] for q in pool} >= {"popqa", "nq", "arcc"}
+    examples, card = build_examples(
+        pool, FakeEmbedder(), DataConfig(questions_per_source=4, distractor_reservoir=10, seed=1)
+    )
+    assert card.examples == len(examples) > 0
+    assert all(ex.outcome == "answer" for ex in examples if ex.task == "mcq")
+    assert np.isfinite(card.examples)
