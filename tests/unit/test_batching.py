@@ -71,7 +71,36 @@ def test_large_job_runs_alone() -> None:
     assert batches == [list(range(10))]
 
 
+class _RecordingCondition(threading.Condition):
+    """A condition variable that records every ``wait`` (its timeout): the coalescer's only way to wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return super().wait(timeout)
+
+
+def _recording(co: Coalescer[int, int]) -> _RecordingCondition:
+    cond = _RecordingCondition()
+    co._cond = cond  # the coalescer waits for its window on this condition and nowhere else
+    return cond
+
+
+@pytest.mark.timeout(10)  # a regression that waits the 60 s window fails here, not at the suite's 1,800 s limit
 @pytest.mark.parametrize("n", [1, 3])
 def test_no_window_wait_when_full(n: int) -> None:
     co: Coalescer[int, int] = Coalescer(lambda items: items, window_s=60.0, max_items=n)
+    cond = _recording(co)
     assert co.submit(list(range(n))) == list(range(n))
+    assert cond.waits == []  # a full batch runs at once: the leader never waited for its window
+
+
+def test_a_batch_that_is_not_full_waits_for_its_window() -> None:
+    """The counterpart: the recording condition sees the window wait when the batch is not full."""
+    co: Coalescer[int, int] = Coalescer(lambda items: items, window_s=0.05, max_items=4)
+    cond = _recording(co)
+    assert co.submit([1, 2]) == [1, 2]
+    assert cond.waits and all(t is not None and 0 < t <= 0.05 for t in cond.waits)
