@@ -1,10 +1,13 @@
 """Wire-level fakes: real HTTP servers on 127.0.0.1 that answer with the documented JSON (fixtures/*.json).
 
-* ``ollama_routes``: ``/api/chat`` (the 1-token fixture when ``options.num_predict`` is 1, else the chat fixture),
-  ``/api/embed`` (the documented vector once per input), 404 with the documented error body for an unknown model.
-* ``vllm_routes``: ``/v1/chat/completions`` (the generation fixture; with ``prompt_logprobs`` a response in the
-  documented ``prompt_logprobs`` shape computed for a toy tokenizer) and ``/tokenize`` (same toy tokenizer), so
-  span bookkeeping is exercised end to end over real sockets.
+* ``ollama_routes``: ``/api/chat`` (the 1-token fixture when ``options.num_predict`` is 1, else the chat fixture
+  with one more token that names the prompt, ``prompt_tag``, so different prompts get different replies),
+  ``/api/embed`` (the documented response, its vector replaced per input by one computed from the text,
+  ``toy_embedding``: the same text always gets the same vector, different texts different ones), 404 with the
+  documented error body for an unknown model.
+* ``vllm_routes``: ``/v1/chat/completions`` (the generation fixture, with the same prompt tag; with
+  ``prompt_logprobs`` a response in the documented ``prompt_logprobs`` shape computed for a toy tokenizer) and
+  ``/tokenize`` (same toy tokenizer), so span bookkeeping is exercised end to end over real sockets.
 * ``refusing_url`` (nothing listens) and ``HangingServer`` (accepts, never answers) for the error contract.
 """
 
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import random
 import re
 import socket
 import threading
@@ -66,18 +71,43 @@ def serve(route: Route) -> Iterator[str]:
         server.server_close()
 
 
+def prompt_tag(messages: list[dict[str, Any]]) -> str:
+    """A token naming a conversation (from its messages): the fakes append it to the fixture's reply, so a
+    client that mixed up the replies of several prompts is caught."""
+    return f" #{zlib.crc32(json.dumps(messages, sort_keys=True).encode()) % 10_000:04d}"
+
+
+def _byte_list(token: str) -> list[int]:
+    return list(token.encode())
+
+
+def toy_embedding(text: str, dim: int) -> list[float]:
+    """A unit vector computed from ``text`` (seeded by its CRC-32): the same text always gets the same vector."""
+    rng = random.Random(zlib.crc32(text.encode()))
+    vector = [rng.gauss(0.0, 1.0) for _ in range(dim)]
+    norm = math.sqrt(sum(v * v for v in vector))
+    return [v / norm for v in vector]
+
+
 def ollama_routes(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """Replays the Ollama fixtures."""
+    """Replays the Ollama fixtures (the chat reply tagged with its prompt; embeddings per text)."""
     if body.get("model") not in (KNOWN_MODEL, "embeddinggemma"):
         err = fixture("ollama_error_404")
         return int(err["status"]), err["response"]
     if path == "/api/chat":
-        one = (body.get("options") or {}).get("num_predict") == 1
-        return 200, fixture("ollama_chat_next_token" if one else "ollama_chat")["response"]
+        if (body.get("options") or {}).get("num_predict") == 1:
+            return 200, fixture("ollama_chat_next_token")["response"]
+        resp = copy.deepcopy(fixture("ollama_chat")["response"])
+        tag = prompt_tag(body["messages"])
+        resp["message"]["content"] += tag
+        resp["logprobs"].append({"token": tag, "logprob": toy_logprob(tag), "bytes": _byte_list(tag)})
+        resp["eval_count"] = len(resp["logprobs"])
+        return 200, resp
     if path == "/api/embed":
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         resp = copy.deepcopy(fixture("ollama_embed")["response"])
-        resp["embeddings"] = resp["embeddings"][:1] * len(inputs)
+        dim = len(resp["embeddings"][0])
+        resp["embeddings"] = [toy_embedding(text, dim) for text in inputs]
         return 200, resp
     return 404, {"error": f"unknown path {path}"}
 
@@ -126,7 +156,16 @@ def vllm_routes(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 200, {**shape, "count": len(toks), "tokens": [toy_id(t) for t in toks]}
     if path == "/v1/chat/completions":
         if body.get("prompt_logprobs") is None:
-            return 200, fixture("openai_chat")["response"]
+            resp = copy.deepcopy(fixture("openai_chat")["response"])
+            tag = prompt_tag(body["messages"])
+            choice = resp["choices"][0]
+            choice["message"]["content"] += tag
+            choice["logprobs"]["content"].append(
+                {"token": tag, "logprob": toy_logprob(tag), "bytes": _byte_list(tag), "top_logprobs": []}
+            )
+            resp["usage"]["completion_tokens"] = len(choice["logprobs"]["content"])
+            resp["usage"]["total_tokens"] = resp["usage"]["prompt_tokens"] + resp["usage"]["completion_tokens"]
+            return 200, resp
         resp = copy.deepcopy(fixture("vllm_prompt_logprobs")["response"])
         resp["prompt_logprobs"] = [None] + [
             {str(toy_id(t)): {"logprob": toy_logprob(t), "rank": 1, "decoded_token": t}} for t in toks[1:]

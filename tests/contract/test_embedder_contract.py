@@ -49,6 +49,18 @@ def test_embed_is_deterministic_and_batch_independent(embedder_case: Embedder) -
     assert np.allclose(together, alone, atol=1e-4)
 
 
+def test_same_text_same_vector_different_texts_different_vectors(embedder_case: Embedder) -> None:
+    """A constant embedder fails here: the same text gives the same vector (also twice in one batch), different
+    texts give clearly different vectors."""
+    vectors = embedder_case.embed([*TEXTS, TEXTS[0]])
+    assert np.allclose(vectors[0], vectors[-1], atol=1e-5)
+    assert np.allclose(vectors[0], embedder_case.embed([TEXTS[0]])[0], atol=1e-4)
+    distinct = vectors[: len(TEXTS)]
+    cosine = distinct @ distinct.T
+    off_diagonal = cosine[~np.eye(len(TEXTS), dtype=bool)]
+    assert off_diagonal.max() < 0.99, cosine
+
+
 def test_embed_nothing(embedder_case: Embedder) -> None:
     assert embedder_case.embed([]).shape == (0, embedder_case.dim)
 

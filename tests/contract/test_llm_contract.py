@@ -71,11 +71,19 @@ def test_generate_returns_text_and_per_token_logprobs(llm_case: LLMCase) -> None
 
 
 def test_generate_several_prompts_keeps_order(llm_case: LLMCase) -> None:
-    other = ChatPrompt(messages=(Message(role="user", content="Name a colour."),))
-    gens = llm_case.llm.generate([PROMPT, other, PROMPT], max_tokens=6)
-    assert len(gens) == 3
-    assert gens[0].text == gens[2].text
-    assert gens[0].token_logprobs == pytest.approx(gens[2].token_logprobs, abs=1e-4)
+    """Each reply is its own prompt's: prompts that get different replies alone get the same replies, in order,
+    together (a reversal or any other mix-up fails); a repeated prompt gets the same reply in the same batch."""
+    prompts = [
+        PROMPT,
+        ChatPrompt(messages=(Message(role="user", content="Name a colour."),)),
+        ChatPrompt(messages=(Message(role="user", content="Count from one to five."),)),
+        ChatPrompt(messages=(Message(role="user", content="Which animal says moo?"),)),
+    ]
+    alone = [llm_case.llm.generate([p], max_tokens=6)[0].text for p in prompts]
+    assert len(set(alone)) == len(prompts), f"the prompts must get different replies: {alone}"
+    gens = llm_case.llm.generate([*prompts, PROMPT], max_tokens=6)
+    assert [g.text for g in gens] == [*alone, alone[0]]
+    assert gens[0].token_logprobs == pytest.approx(gens[-1].token_logprobs, abs=1e-4)
 
 
 def test_score_is_genuine_or_refused(llm_case: LLMCase) -> None:
