@@ -197,6 +197,15 @@ def train_cmd(
     stop_after: Annotated[
         int | None, typer.Option("--stop-after", min=1, help="Stop after N steps in this call (checkpointed).")
     ] = None,
+    total_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--total-steps",
+            min=1,
+            help="With --resume: shorten the run to N steps (same data order; the learning rate decays over the new "
+            "horizon from here on; recorded in horizon.json).",
+        ),
+    ] = None,
 ) -> None:
     """Train a LoRA adapter (see the command help)."""
     from pydantic import ValidationError
@@ -263,6 +272,7 @@ def train_cmd(
                 examples=rows,
                 resume=resume,
                 stop_after=stop_after,
+                total_steps=total_steps,
                 on_start=on_start,
                 on_step=on_step,
             )
@@ -290,18 +300,27 @@ def convert_cmd(
         Path | None, typer.Option("--out", "-o", help="GGUF file \\[default: RUN/adapter.gguf]", show_default=False)
     ] = None,
     outtype: Annotated[str, typer.Option(help="f16, f32, bf16 or q8_0.")] = "f16",
+    from_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--from-checkpoint", help="Convert the latest checkpoint (a stopped or unfinished run) instead of adapter/."
+        ),
+    ] = False,
 ) -> None:
     """Convert an adapter (see the command help)."""
     from app.tune.convert import ConvertError, convert
+    from app.tune.train import TuneError, export_checkpoint
 
     if outtype not in ("f16", "f32", "bf16", "q8_0"):
         raise CLIError(f"--outtype must be f16, f32, bf16 or q8_0, not {outtype!r}")
     if not (run / "base_config.json").is_file():
         raise CLIError(f"{run} is not a training run (no base_config.json)")
-    target = out if out is not None else run / "adapter.gguf"
     try:
-        done = convert(run / "adapter", run / "base_config.json", target, cache_dir=DEFAULT_DIR, outtype=outtype)
-    except ConvertError as exc:
+        adapter = export_checkpoint(run) if from_checkpoint else run / "adapter"
+        default = run / (f"{adapter.name}.gguf" if from_checkpoint else "adapter.gguf")
+        target = out if out is not None else default
+        done = convert(adapter, run / "base_config.json", target, cache_dir=DEFAULT_DIR, outtype=outtype)
+    except (ConvertError, TuneError) as exc:
         raise CLIError(str(exc)) from None
     err_console.print(f"{escape(done.path)}: {done.size / 1e6:.1f} MB, sha256 {done.sha256}")
 

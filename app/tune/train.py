@@ -96,6 +96,8 @@ class TrainSummary(BaseModel):
     examples_skipped_long: int
     steps: int
     total_steps: int
+    planned_steps: int = Field(description="Steps the config asked for (more than total_steps if shortened)")
+    horizon_set_at: int | None = Field(None, description="Step at which the run was shortened, if it was")
     seconds_per_step: float
     wall_seconds: float = Field(description="Training time summed over every session of the run (resumes included)")
     final_loss: float = Field(description="Mean loss of the last 10% of the steps (at least 1)")
@@ -123,6 +125,17 @@ def _tune_imports() -> None:
         import transformers  # noqa: F401
     except ImportError as exc:
         raise TuneError(f"training needs the 'tune' extra (pip install -e '.[tune]'): {exc}") from None
+
+
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # pragma: no cover (other transformers versions)
+        yield
+        return
+    with no_init_weights():
+        yield
 
 
 def load_tokenizer(gguf_path: Path) -> Any:
@@ -166,7 +179,8 @@ def load_base(gguf_path: Path, *, threads: int | None = None) -> tuple[Any, Any]
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
     config.architectures = [type(loaded).__name__]
-    model = type(loaded)(config)
+    with _no_init():  # every weight is overwritten below: skip the random initialisation
+        model = type(loaded)(config)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     real_missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if real_missing or unexpected:
@@ -303,20 +317,9 @@ def reference_loss(model: Any, input_ids: torch.Tensor, labels: torch.Tensor) ->
 
 def add_lora(model: Any, config: TrainConfig) -> Any:
     """Wrap ``model`` with a LoRA adapter (peft) on ``config.target_modules``, optionally on the last N layers."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    n_layers = int(model.config.num_hidden_layers)
-    layers = list(range(n_layers - config.layers, n_layers)) if config.layers and config.layers < n_layers else None
-    lora = LoraConfig(
-        r=config.rank,
-        lora_alpha=config.alpha,
-        lora_dropout=config.dropout,
-        target_modules=list(config.target_modules),
-        layers_to_transform=layers,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
+    return get_peft_model(model, lora_config(config, int(model.config.num_hidden_layers)))
 
 
 def trainable_parameters(model: Any) -> int:
@@ -360,6 +363,23 @@ class RunPaths:
         self.adapter = root / "adapter"
         self.summary = root / "summary.json"
         self.base_config = root / "base_config.json"
+        self.horizon = root / "horizon.json"
+
+
+class Horizon(BaseModel):
+    """A run shortened after it started (``train(total_steps=...)``)."""
+
+    total_steps: int = Field(ge=1)
+    set_at_step: int | None = Field(None, description="The step at which the schedule switched to the new horizon")
+
+
+def _horizon(paths: RunPaths, resume: bool, total_steps: int | None) -> Horizon | None:
+    """The run's shortened horizon: a new one (``total_steps``), else the stored one on resume."""
+    if total_steps is not None:
+        return Horizon(total_steps=total_steps)
+    if resume and paths.horizon.is_file():
+        return Horizon.model_validate_json(paths.horizon.read_text(encoding="utf-8"))
+    return None
 
 
 def _data_order(n: int, seed: int, total: int) -> list[int]:
@@ -426,6 +446,8 @@ def train(
     stop_after: int | None = None,
     on_start: Callable[[int, int], None] = lambda _done, _total: None,
     on_step: StepCallback = lambda _s, _t, _l, _sec: None,
+    loader: Callable[[Path, int | None], tuple[Any, Any]] | None = None,
+    total_steps: int | None = None,
 ) -> TrainSummary:
     """Train (or continue training) a LoRA adapter and save it under ``run_dir/adapter``.
 
@@ -438,6 +460,11 @@ def train(
         stop_after: Stop after this many optimizer steps in this call (a checkpoint is written): for measuring.
         on_start: Called with (steps already done, total steps) once the model is ready.
         on_step: Called after every optimizer step.
+        total_steps: Shorten the run to this many optimizer steps (a run that would not end in time): the data
+            order is unchanged (its first steps), the learning-rate schedule decays over the new horizon from the
+            step where it was set on; recorded in ``horizon.json`` and kept by later resumes.
+        loader: Loads (model, tokenizer) from the base path and a thread count (default ``load_base``; tests pass
+            copies of one loaded model).
 
     Raises:
         TuneError: an existing run without ``resume``, a config mismatch, nothing to train on.
@@ -451,13 +478,19 @@ def train(
         if not paths.config.exists():
             raise TuneError(f"nothing to resume in {run_dir}")
         stored = TrainConfig.model_validate_json(paths.config.read_text(encoding="utf-8"))
-        if stored != config:
-            raise TuneError(f"{run_dir} was started with other settings; resume with the same ones")
+        if stored.model_copy(update={"threads": config.threads}) != config:
+            raise TuneError(
+                f"{run_dir} was started with other settings; resume with the same ones (--threads may differ)"
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
     paths.config.write_text(config.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    horizon = _horizon(paths, resume, total_steps)
 
     torch.manual_seed(config.seed)
-    model, tokenizer = load_base(base_path, threads=config.threads)
+    if loader is not None:
+        model, tokenizer = loader(base_path, config.threads)
+    else:
+        model, tokenizer = load_base(base_path, threads=config.threads)
     model.config.to_json_file(str(paths.base_config))
     ptok = PromptTokenizer(tokenizer, base_path)
     encoded: list[Encoded] = []
@@ -474,7 +507,8 @@ def train(
     if not encoded:
         raise TuneError("no example fits max_tokens")
     n_slots = max(1, round(config.epochs * len(encoded)))
-    total = math.ceil(n_slots / config.grad_accum)
+    planned = math.ceil(n_slots / config.grad_accum)
+    total = min(planned, horizon.total_steps) if horizon is not None else planned
     order = _data_order(len(encoded), config.seed + 1, total * config.grad_accum)
 
     if config.precision == "bf16":
@@ -503,6 +537,11 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
         done, elapsed = int(state["step"]), float(state["elapsed"])
+    if horizon is not None and horizon.set_at_step is None:
+        horizon = Horizon(total_steps=total, set_at_step=done)
+        paths.horizon.write_text(horizon.model_dump_json() + "\n", encoding="utf-8")
+    if total <= done:
+        raise TuneError(f"the run has done {done} steps: --total-steps must be larger")
     records = [r for r in read_log(paths.log) if r.step <= done]
     paths.log.write_text("".join(r.model_dump_json() + "\n" for r in records), encoding="utf-8")
     on_start(done, total)
@@ -579,6 +618,8 @@ def train(
         examples_skipped_long=skipped,
         steps=done,
         total_steps=total,
+        planned_steps=planned,
+        horizon_set_at=horizon.set_at_step if horizon is not None else None,
         seconds_per_step=float(np.median(secs)) if secs else 0.0,
         wall_seconds=elapsed,
         final_loss=float(np.mean([r.loss for r in records[-tenth:]])) if records else math.nan,
@@ -588,6 +629,53 @@ def train(
     )
     paths.summary.write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def lora_config(config: TrainConfig, n_layers: int) -> Any:
+    """The peft ``LoraConfig`` of a run (as ``add_lora`` builds it)."""
+    from peft import LoraConfig
+
+    layers = list(range(n_layers - config.layers, n_layers)) if config.layers and config.layers < n_layers else None
+    return LoraConfig(
+        r=config.rank,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=list(config.target_modules),
+        layers_to_transform=layers,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def export_checkpoint(run_dir: Path, out_dir: Path | None = None) -> Path:
+    """Write the adapter of a run's latest checkpoint as a peft adapter directory (``adapter_config.json`` and
+    ``adapter_model.safetensors``) without loading the base model: a stopped or unfinished run can be converted
+    and tried.
+
+    Returns:
+        The adapter directory (default ``run_dir/adapter-step<N>``).
+
+    Raises:
+        TuneError: no checkpoint or no stored config.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    paths = RunPaths(run_dir)
+    if not paths.checkpoint.is_file() or not paths.config.is_file() or not paths.base_config.is_file():
+        raise TuneError(f"{run_dir} holds no checkpoint of a training run")
+    config = TrainConfig.model_validate_json(paths.config.read_text(encoding="utf-8"))
+    base = json.loads(paths.base_config.read_text(encoding="utf-8"))
+    state = torch.load(paths.checkpoint, weights_only=False)
+    target = out_dir if out_dir is not None else run_dir / f"adapter-step{int(state['step'])}"
+    target.mkdir(parents=True, exist_ok=True)
+    lora = lora_config(config, int(base["num_hidden_layers"]))
+    lora.base_model_name_or_path = config.base
+    lora.inference_mode = True
+    lora.save_pretrained(str(target))
+    tensors = {k: v.detach().contiguous().float() for k, v in state["adapter"].items()}
+    save_file(tensors, str(target / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return target
 
 
 def save_json(obj: BaseModel, path: Path) -> None:
