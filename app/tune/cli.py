@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from app.cli_errors import CLIError, cli_errors, err_console
+
+if TYPE_CHECKING:
+    from app.tune.data import TuneExample
 
 DEFAULT_DIR = Path(".specrag/tune")
 
@@ -28,6 +31,8 @@ tune_app = typer.Typer(
         "  specrag tune data                      # .specrag/tune/data/examples.jsonl + data card\n\n"
         "  specrag tune train --max-examples 400  # .specrag/tune/run/ (resumable: --resume)\n\n"
         "  specrag tune convert .specrag/tune/run # adapter.gguf + .sha256\n\n"
+        "  specrag tune check --unseen .specrag/tune/run --save check.json   # drafts on untrained pool questions\n\n"
+        "  specrag tune ship .specrag/tune/run --check check.json            # adapters/NAME/ + model card\n\n"
         "  SPECRAG_DRAFTER__LORA=.specrag/tune/run/adapter.gguf specrag ask ..."
     ),
     no_args_is_help=True,
@@ -344,6 +349,17 @@ def check_cmd(
         str | None, typer.Option("--lora", help="Adapter (name or path) \\[default: SPECRAG_DRAFTER__LORA]")
     ] = None,
     tokens: Annotated[int, typer.Option("--tokens", min=0, help="Examples whose tokenisation to compare.")] = 20,
+    unseen: Annotated[
+        Path | None,
+        typer.Option(
+            "--unseen",
+            help="A run directory: draft only examples of questions that run never trained on (its loss.jsonl).",
+            show_default=False,
+        ),
+    ] = None,
+    save: Annotated[
+        Path | None, typer.Option("--save", help="Write the results as JSON here.", show_default=False)
+    ] = None,
 ) -> None:
     """Check a drafter (see the command help)."""
     from app.llm.factory import make_llm
@@ -365,12 +381,15 @@ def check_cmd(
         )
     if n == 0:
         return
-    # One of each outcome first, so that a small sample shows both.
-    picked = sorted(rows, key=lambda ex: (ex.outcome != "abstain", ex.id))[:1] + [
-        r for r in rows if r.outcome != "abstain"
-    ]
-    seen: set[str] = set()
-    sample = [r for r in picked if not (r.id in seen or seen.add(r.id))][:n]  # type: ignore[func-returns-value]
+    pool = rows
+    if unseen is not None:
+        from app.tune.train import read_log
+
+        trained = {i.split("#", 1)[0] for r in read_log(unseen / "loss.jsonl") for i in r.example_ids}
+        if not trained:
+            raise CLIError(f"{unseen} has no loss.jsonl with trained examples")
+        pool = [r for r in rows if r.question_id not in trained]
+    sample = _balanced_sample(pool, n)
     llm = make_llm(drafter, threads=settings.llm_threads, cache_dir=settings.model_cache)
     err_console.print(f"drafter: {escape(llm.name)}")
     drafts = sample_drafts(llm, sample)
@@ -381,3 +400,84 @@ def check_cmd(
         )
     ok = sum(d.follows_format for d in drafts)
     err_console.print(f"{ok}/{len(drafts)} follow the reply format, {sum(d.correct for d in drafts)} correct")
+    if save is not None:
+        import json
+
+        save.write_text(
+            json.dumps(
+                {
+                    "drafter": llm.name,
+                    "tokens": result.model_dump() if tokens else None,
+                    "drafts": [d.model_dump() for d in drafts],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+
+
+def _balanced_sample(rows: list[TuneExample], n: int) -> list[TuneExample]:
+    """Up to ``n`` examples, taking sources and outcomes in turn (so that five show each kind), in file order."""
+    groups: dict[tuple[str, str], list[TuneExample]] = {}
+    for r in rows:
+        groups.setdefault((r.source, r.outcome), []).append(r)
+    keys = sorted(groups)
+    out: list[TuneExample] = []
+    while len(out) < n and any(groups[k] for k in keys):
+        for k in keys:
+            if groups[k] and len(out) < n:
+                out.append(groups[k].pop(0))
+    return out
+
+
+@tune_app.command(
+    "ship",
+    help=(
+        "Put a converted adapter into adapters/NAME/ with its model card (README.md), the data card, the loss curve "
+        "and the training summary, from a finished run; with --check, the results of `specrag tune check --save` go "
+        "into the card. Prints the registry entry to add to app/models.py."
+    ),
+)
+@cli_errors
+def ship_cmd(
+    run: Annotated[Path, typer.Argument(help="The run directory.", show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="Adapter name.")] = "specrag-drafter-v1",
+    data_dir: Annotated[Path, typer.Option("--data", help="The data directory (data_card.json).")] = DEFAULT_DIR
+    / "data",
+    adapter: Annotated[
+        Path | None, typer.Option("--adapter", help="GGUF adapter \\[default: RUN/adapter.gguf]", show_default=False)
+    ] = None,
+    check: Annotated[
+        Path | None, typer.Option("--check", help="JSON from `specrag tune check --save`.", show_default=False)
+    ] = None,
+    dest: Annotated[Path, typer.Option("--dest", help="Where adapters live.")] = Path("adapters"),
+    note: Annotated[list[str] | None, typer.Option("--note", help="A line for the card's notes (repeatable).")] = None,
+) -> None:
+    """Ship an adapter (see the command help)."""
+    import json
+
+    from app.tune.card import ship
+    from app.tune.check import SampleDraft, TokenCheck
+    from app.tune.convert import Converted, sha256_of
+
+    path = adapter if adapter is not None else run / "adapter.gguf"
+    if not path.is_file() or not (run / "summary.json").is_file():
+        raise CLIError(f"{run} has no finished, converted run (summary.json and {path.name}); run `tune convert`")
+    converted = Converted(path=str(path), sha256=sha256_of(path), size=path.stat().st_size)
+    tokens_check: TokenCheck | None = None
+    drafts: list[SampleDraft] | None = None
+    if check is not None:
+        found = json.loads(check.read_text(encoding="utf-8"))
+        tokens_check = TokenCheck.model_validate(found["tokens"]) if found.get("tokens") else None
+        drafts = [SampleDraft.model_validate(d) for d in found.get("drafts", [])]
+    info = ship(
+        name, run, data_dir, converted, dest_root=dest, tokens=tokens_check, drafts=drafts, notes=list(note or [])
+    )
+    err_console.print(f"wrote {escape(info.directory)}; registry entry for app/models.py:")
+    err_console.print(
+        escape(
+            f'PackagedAdapter(name="{name}", base="{info.base}", sha256="{converted.sha256}", size={converted.size:_})'
+        )
+    )
