@@ -56,6 +56,8 @@ def draft_json(d: Draft) -> dict[str, Any]:
         "answer": d.answer,
         "text": d.text,
         "parsed": d.parsed,
+        "outcome": d.outcome,
+        "letter": d.letter,
         "logprob": finite(d.logprob),
         "tokens": d.tokens,
         "prompt_tokens": d.prompt_tokens,

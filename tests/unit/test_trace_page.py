@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.ask import run
+from app.llm.protocol import ChatPrompt
 from app.server.ui.routes import get_trace_store, router
 from app.server.ui.view import relative_widths
 from app.trace.model import RunTrace, new_run_id
@@ -274,3 +275,33 @@ def test_page_lists_passages_set_aside_as_prompt_injection(store: SQLiteTraceSto
     html = client.get(f"/ui/runs/{result.run_id}").text
     assert len(with_class(html, "quarantine")) == 1
     assert "Set aside as prompt injection" in html and "instruction to ignore" in html
+
+
+def test_page_and_terminal_show_each_draft_outcome(store: SQLiteTraceStore, client: TestClient) -> None:
+    from rich.console import Console
+
+    from app.trace.render import render_trace
+    from graphs.drafting import abstention_reply, render_reply
+    from tests.fakes import FakeLLM
+
+    def reply(prompt: ChatPrompt) -> str:  # answers only from the Paris document, abstains elsewhere
+        docs = prompt.messages[-1].content.split("Documents:", 1)[1]
+        return render_reply("Paris is the capital.", "Paris") if 'title="Paris"' in docs else abstention_reply()
+
+    backends, _, _ = make(paris_judge)
+    backends = StaticBackends(
+        drafter=FakeLLM(reply=reply), verifier=backends.verifier, embedder=backends.embedder, store=backends.store
+    )
+    result = run(QUESTION, Context(seed=3, max_rounds=1), traces=store, provider=lambda ctx: backends)
+    outcomes = [d.outcome for d in result.drafts]
+    assert outcomes.count("answer") == 1 and outcomes.count("abstain") == 4
+    html = client.get(f"/ui/runs/{result.run_id}").text
+    marks = [a["data-outcome"] for a in with_class(html, "outcome")]
+    assert marks == outcomes
+    assert html.count("abstained: its passages do not hold the answer; not verified") == 4
+    console = Console(record=True, width=200)
+    trace = store.get(result.run_id)
+    assert trace is not None
+    render_trace(trace, console)
+    text = console.export_text()
+    assert text.count("abstained (not verified)") == 4 and "→ abstained" in text
