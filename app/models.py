@@ -129,7 +129,15 @@ class PackagedAdapter:
         return ADAPTERS_DIR / self.name / "adapter.gguf"
 
 
-_ADAPTERS: tuple[PackagedAdapter, ...] = ()
+_ADAPTERS: tuple[PackagedAdapter, ...] = (
+    # adapters/specrag-drafter-v1/README.md: 450 steps on 450 pool examples (extracted rationales, abstentions).
+    PackagedAdapter(
+        name="specrag-drafter-v1",
+        base="qwen2.5-coder-0.5b-instruct",
+        sha256="28091f7c48fdbf5ddfb0f2cbdd0a71aa143351f90db50ea43fc15cadc8ae6b43",
+        size=17_619_840,
+    ),
+)
 ADAPTER_REGISTRY: dict[str, PackagedAdapter] = {a.name: a for a in _ADAPTERS}
 
 

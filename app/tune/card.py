@@ -71,8 +71,8 @@ def model_card(
         "",
         "| | |",
         "|---|---|",
-        f"| examples | {summary.examples_used} (of {data.examples} built; {summary.examples_skipped_long} longer than "
-        f"{c.max_tokens} tokens skipped) |",
+        f"| examples | {summary.examples_used} selected (of {data.examples} built; {summary.examples_skipped_long} "
+        f"longer than {c.max_tokens} tokens skipped), {summary.steps * c.grad_accum} seen |",
         f"| steps | {summary.steps} optimizer steps, batch 1"
         + (f" × {c.grad_accum} accumulated" if c.grad_accum > 1 else "")
         + f", {c.epochs:g} epoch planned ({summary.planned_steps} steps) |",
@@ -113,7 +113,8 @@ def model_card(
             f"- Drafting {len(drafts)} training-pool examples through the llamacpp backend with the adapter (greedy): "
             f"{fmt}/{len(drafts)} follow the reply format, {sum(d.correct for d in drafts)} are right; "
             f"{sum(d.outcome == 'abstain' for d in abst)}/{len(abst)} abstain where the subset lacks the answer. "
-            "These are pool (training) questions: a format check, not an accuracy figure.",
+            "These are training-pool questions this run never trained on (not dev): a format check on a small "
+            "sample, not an accuracy figure.",
             "",
             "| example | expected | reply |",
             "|---|---|---|",
