@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -175,13 +175,20 @@ class ServerSettings(BaseModel):
     stream_chunk_chars: int = Field(24, ge=1, description="Characters per streamed content delta (about).")
 
 
+DEFAULT_MODELS: dict[str, dict[str, str]] = {
+    "drafter": {"model": "qwen2.5-coder-0.5b-instruct"},
+    "verifier": {"model": "qwen2.5-coder-1.5b-instruct"},
+}
+"""The embedded default model (and adapter) of each role."""
+
+
 class Settings(BaseSettings):
     """All process settings."""
 
     model_config = SettingsConfigDict(env_prefix="SPECRAG_", env_nested_delimiter="__", extra="ignore")
 
-    drafter: LLMSettings = LLMSettings(model="qwen2.5-coder-0.5b-instruct")
-    verifier: LLMSettings = LLMSettings(model="qwen2.5-coder-1.5b-instruct")
+    drafter: LLMSettings = LLMSettings(**DEFAULT_MODELS["drafter"])
+    verifier: LLMSettings = LLMSettings(**DEFAULT_MODELS["verifier"])
     embedder: EmbedderSettings = EmbedderSettings()
     store: StoreSettings = StoreSettings()
     checkpointer: CheckpointerSettings = CheckpointerSettings()
@@ -195,6 +202,20 @@ class Settings(BaseSettings):
     shared_dir: Path = Field(
         Path("../shared"), description="Shared evaluation data (eval/dev/...), used by tests and eval."
     )
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _complete_models(cls, data: Any) -> Any:
+        """A partial ``SPECRAG_DRAFTER__*`` / ``SPECRAG_VERIFIER__*`` (say only ``..__N_CTX`` or ``..__LORA``) keeps
+        the role's default model; without a model of its own it also keeps the default adapter."""
+        if not isinstance(data, dict):
+            return data
+        for role, defaults in DEFAULT_MODELS.items():
+            part = data.get(role)
+            if isinstance(part, dict) and "model" not in part:
+                data = {**data, role: {**defaults, **part}}
+        return data
 
 
 @lru_cache(maxsize=1)

@@ -64,3 +64,16 @@ def test_ollama_embedder_needs_a_model() -> None:
 
     with pytest.raises(ValueError, match="SPECRAG_EMBEDDER__MODEL"):
         make_embedder(EmbedderSettings(provider="ollama"))
+
+
+def test_a_partial_model_setting_keeps_the_roles_default_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import DEFAULT_MODELS, Settings
+
+    monkeypatch.setenv("SPECRAG_DRAFTER__LORA", "some-adapter.gguf")
+    monkeypatch.setenv("SPECRAG_VERIFIER__N_CTX", "2048")
+    s = Settings()
+    assert s.drafter.model == DEFAULT_MODELS["drafter"]["model"] and s.drafter.lora == "some-adapter.gguf"
+    assert s.verifier.model == DEFAULT_MODELS["verifier"]["model"] and s.verifier.n_ctx == 2048
+    monkeypatch.setenv("SPECRAG_DRAFTER__MODEL", "/models/other.gguf")
+    monkeypatch.delenv("SPECRAG_DRAFTER__LORA")
+    assert Settings().drafter.model == "/models/other.gguf" and Settings().drafter.lora == ""
