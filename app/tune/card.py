@@ -52,6 +52,15 @@ def model_card(
         f"SPECRAG_DRAFTER__LORA={name} specrag ask ...      # sha256 checked at load (app/models.py registry)",
         "```",
         "",
+        "With Ollama, build a model from the same base weights plus the adapter (a Modelfile `ADAPTER` line; "
+        "not tried here: no Ollama server on this machine), then "
+        "name it as the drafter (`SPECRAG_DRAFTER__PROVIDER=ollama SPECRAG_DRAFTER__MODEL=specrag-drafter`):",
+        "",
+        "```",
+        f"FROM {Path(summary.base_path).name}   # the base GGUF (app/models.py assembles it)",
+        "ADAPTER ./adapter.gguf",
+        "```",
+        "",
         "Not the default drafter: that is decided after the dev evaluation (`docs/eval`).",
         "",
         "## Files",

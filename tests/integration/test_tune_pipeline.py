@@ -42,7 +42,7 @@ def _config(examples: Path) -> TrainConfig:
         lr=2e-3,
         warmup=0.0,
         checkpoint_every=2,
-        threads=2,
+        threads=1,  # one thread: with two, a busy machine makes each step several times slower
         max_tokens=1024,
         seed=5,
     )
@@ -52,7 +52,7 @@ def test_train_resume_convert_and_load(base: Path, tmp_path: Path) -> None:
     from app.llm.llamacpp import LlamaCppModel
     from app.tune.train import load_base
 
-    loaded = load_base(base, threads=2)
+    loaded = load_base(base, threads=1)
 
     def loader(_path: Path, _threads: int | None) -> tuple[Any, Any]:
         return copy.deepcopy(loaded[0]), loaded[1]
@@ -81,8 +81,8 @@ def test_train_resume_convert_and_load(base: Path, tmp_path: Path) -> None:
     adapter = resolve_adapter(str(out))  # checked against the .sha256 written beside it
     assert adapter.sha256 == done.sha256
 
-    tuned = LlamaCppModel(base, n_ctx=512, n_seq_max=2, adapter=adapter)
-    plain = LlamaCppModel(base, n_ctx=512, n_seq_max=2)
+    tuned = LlamaCppModel(base, n_ctx=512, n_seq_max=2, n_threads=1, adapter=adapter)
+    plain = LlamaCppModel(base, n_ctx=512, n_seq_max=2, n_threads=1)
     try:
         assert "LoRA adapter.gguf" in tuned.name
         assert "sha256" in tuned.provenance("generate")
