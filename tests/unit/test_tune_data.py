@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from app.eval.dataset import EvalPassage, EvalQuestion
+from app.llm.protocol import ChatPrompt
 from app.tune.data import (
     DataConfig,
     DataError,
@@ -207,3 +208,27 @@ def test_the_shared_pool_loads_and_builds() -> None:
     assert card.examples == len(examples) > 0
     assert all(ex.outcome == "answer" for ex in examples if ex.task == "mcq")
     assert np.isfinite(card.examples)
+
+
+def test_teacher_rationales_are_kept_only_when_they_support_the_gold_answer() -> None:
+    from app.tune.data import TeacherRationaler
+    from tests.fakes import FakeLLM
+
+    def reply(prompt: ChatPrompt) -> str:
+        user = prompt.messages[-1].content
+        answer = user.split("Correct answer:", 1)[1].split("\n", 1)[0].strip()
+        # Supports the answer for even-numbered questions only.
+        number = int(user.split("number ", 1)[1].split()[0]) if "number " in user else 0
+        return f"The documents say it is {answer}. Second sentence. Third." if number % 2 == 0 else "No idea."
+
+    teacher = TeacherRationaler(FakeLLM(reply=reply, name="fake-teacher"))
+    examples, card = build_examples(
+        [_short(i) for i in range(12)], FakeEmbedder(), _config(rationale="teacher"), rationaler=teacher
+    )
+    assert card.teacher == "teacher (fake-teacher)"
+    answers = [ex for ex in examples if ex.outcome == "answer"]
+    assert answers
+    for ex in answers:
+        assert int(ex.question_id.split("-")[1]) % 2 == 0
+        assert ex.rationale == f"The documents say it is {ex.answer}. Second sentence."  # two sentences at most
+    assert sum(s.dropped_unsupported for s in card.per_source.values()) > 0
