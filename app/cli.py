@@ -414,9 +414,11 @@ def serve(
         "questions, passages and models, in one run.\n\n"
         "DATASET is a JSONL file in the shared format (id, question, answers, task, choices?, passages). By default "
         "each question's own passages are used (the paper's setting); with --store they are retrieved once from an "
-        "ingested knowledge base. Systems: standard, speculative, random-subsets, replug, speculative+compress, "
-        "standard+compress (generate); no-verifier, drafter-only, no-draft-score, no-self-consistency, "
-        "no-self-reflection, raw-scores, length-normalised (re-rank the speculative drafts, generating nothing).\n\n"
+        "ingested knowledge base. Systems: standard, speculative, speculative-base (the drafter without its tuned "
+        "adapter), speculative-verifier-drafts (the verifier drafts: a reference), random-subsets, replug, "
+        "speculative+compress, standard+compress (generate); no-verifier, drafter-only, no-draft-score, "
+        "no-self-consistency, no-self-reflection, raw-scores, length-normalised (re-rank the speculative drafts, "
+        "generating nothing).\n\n"
         "Writes into --out: results.jsonl (one line per question: answers, correctness, drafts and scores), "
         "summary.json, report.md (accuracy with 95% bootstrap intervals, paired difference to standard, F1, "
         "latency p50/p95, tokens, model calls), accuracy_vs_latency.png, accuracy_vs_drafts.png and traces.sqlite. "
@@ -428,7 +430,8 @@ def serve(
         "  specrag eval ../shared/eval/dev/questions.jsonl --limit 30\n\n"
         "  specrag eval questions.jsonl --per-task 50 --out runs/dev150\n\n"
         "  specrag eval questions.jsonl --systems standard,speculative --tasks mcq --limit 20\n\n"
-        "  specrag eval questions.jsonl --store kb/ --limit 30      # retrieval from an ingested corpus"
+        "  specrag eval questions.jsonl --store kb/ --limit 30      # retrieval from an ingested corpus\n\n"
+        "  specrag eval questions.jsonl --per-task 50 --systems standard,speculative --reuse-from docs/eval/dev150"
     ),
 )
 @cli_errors
@@ -482,6 +485,18 @@ def evaluate(
         ),
     ] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Discard what --out holds and start afresh.")] = False,
+    reuse_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--reuse-from",
+            help=(
+                "An earlier run of the same dataset: copy its standard, standard+compress and replug results "
+                "(they never run the drafter) when the verifier, embedder, passages and knobs they read are the "
+                "same; otherwise an error. What was copied goes to --out/reused.json."
+            ),
+            show_default=False,
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate systems on a dataset (see the command help)."""
@@ -512,6 +527,7 @@ def evaluate(
         tasks=[x.strip() for x in tasks.split(",") if x.strip()],
         store=store,
         restart=restart,
+        reuse_from=reuse_from,
         progress=not quiet,
     )
     summary = run_eval(options, err_console)

@@ -203,7 +203,6 @@ class Settings(BaseSettings):
         Path("../shared"), description="Shared evaluation data (eval/dev/...), used by tests and eval."
     )
 
-
     @model_validator(mode="before")
     @classmethod
     def _complete_models(cls, data: Any) -> Any:

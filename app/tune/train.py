@@ -530,7 +530,7 @@ def train(
     if resume and paths.checkpoint.exists():
         from peft import set_peft_model_state_dict
 
-        state = torch.load(paths.checkpoint, weights_only=False)
+        state = torch.load(paths.checkpoint, weights_only=True)
         set_peft_model_state_dict(model, state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -666,7 +666,7 @@ def export_checkpoint(run_dir: Path, out_dir: Path | None = None) -> Path:
         raise TuneError(f"{run_dir} holds no checkpoint of a training run")
     config = TrainConfig.model_validate_json(paths.config.read_text(encoding="utf-8"))
     base = json.loads(paths.base_config.read_text(encoding="utf-8"))
-    state = torch.load(paths.checkpoint, weights_only=False)
+    state = torch.load(paths.checkpoint, weights_only=True)
     target = out_dir if out_dir is not None else run_dir / f"adapter-step{int(state['step'])}"
     target.mkdir(parents=True, exist_ok=True)
     lora = lora_config(config, int(base["num_hidden_layers"]))
