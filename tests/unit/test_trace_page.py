@@ -300,8 +300,8 @@ def test_page_and_terminal_show_each_draft_outcome(store: SQLiteTraceStore, clie
     assert marks == outcomes
     assert html.count("abstained: its passages do not hold the answer; not verified") == 4
     console = Console(record=True, width=200)
+    assert result.run_id is not None
     trace = store.get(result.run_id)
-    assert trace is not None
     render_trace(trace, console)
     text = console.export_text()
     assert text.count("abstained (not verified)") == 4 and "→ abstained" in text
