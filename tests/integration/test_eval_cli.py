@@ -47,7 +47,15 @@ def test_eval_runs_every_system_and_resumes_after_an_interrupt(
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "app.cli", "eval", str(dev_dir / "questions.jsonl"), "--out", str(out), *ARGS]
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=REPO,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A test run started in the background (``make test &``, some CI runners) ignores SIGINT, and a child
+        # inherits that: Python then never raises KeyboardInterrupt. Ctrl-C's default is what is under test.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # SIGINT as soon as the first question's results are written: every question runs every system, so the next
     # one cannot also finish within one poll; the interrupt must land mid-run, or nothing below tests a resume.

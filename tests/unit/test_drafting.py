@@ -107,7 +107,10 @@ def test_prompts_follow_the_task() -> None:
     short = draft_prompt("Which gas do plants absorb?", docs)
     mcq_user, short_user = mcq.messages[-1].content, short.messages[-1].content
     assert "B) carbon dioxide" in mcq_user and "A, B, C or D" in mcq_user and "letter" in mcq_user
-    assert "Answer: unknown" in short_user and "letter" not in short_user
+    assert "letter" not in short_user
+    # No abstention instruction: asked for 'unknown', the base 0.5B drafter abstained on every draft; a tuned
+    # drafter learns the fixed form from its targets.
+    assert "unknown" not in short_user.lower() and "unknown" not in mcq_user.lower()
     assert mcq.prefill == short.prefill == "Rationale:"
     # The question comes before the documents, so the drafts of one question share a prefix.
     assert mcq_user.index("Which gas") < mcq_user.index("<document")
