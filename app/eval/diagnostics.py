@@ -90,7 +90,7 @@ def draft_stats(
         if not with_drafts:
             continue
         any_right, selected, right, parsed, total = [], [], 0, 0, 0
-        abstained, answered_right, mcq_answers, mcq_letters, covered = 0, 0, 0, 0, 0
+        abstained, mcq_answers, mcq_letters, covered = 0, 0, 0, 0
         for r in with_drafts:
             q = questions[r.id]
             drafts = r.systems[name].drafts
@@ -102,7 +102,6 @@ def draft_stats(
             total += len(drafts)
             answering = [d for d in drafts if d.outcome != "abstain"]
             abstained += len(drafts) - len(answering)
-            answered_right += sum(hits)
             if q.choices:
                 mcq_answers += len(answering)
                 mcq_letters += sum(choice_letter(d.answer, q.choices) is not None for d in answering)
@@ -117,7 +116,7 @@ def draft_stats(
                 draft_accuracy=right / total,
                 parsed=parsed / total,
                 abstained=abstained / total,
-                answer_accuracy=answered_right / max(total - abstained, 1),
+                answer_accuracy=right / max(total - abstained, 1),  # an abstention is never right
                 mcq_letter=mcq_letters / mcq_answers if mcq_answers else None,
                 coverage=covered / len(with_drafts),
             )

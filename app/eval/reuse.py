@@ -97,7 +97,7 @@ def reuse(
     for q in questions:
         earlier = old.get(q.id)
         mine = records.setdefault(q.id, _empty(q))
-        new = QuestionRecord(id=q.id, task=q.task, question=q.question, gold=q.answers, choices=q.choices)
+        new = _empty(q)
         for name in wanted:
             if earlier is None or name not in earlier.systems or name in mine.systems:
                 continue

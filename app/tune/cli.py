@@ -458,14 +458,15 @@ def ship_cmd(
     """Ship an adapter (see the command help)."""
     import json
 
+    from app.models import sha256_file
     from app.tune.card import ship
     from app.tune.check import SampleDraft, TokenCheck
-    from app.tune.convert import Converted, sha256_of
+    from app.tune.convert import Converted
 
     path = adapter if adapter is not None else run / "adapter.gguf"
     if not path.is_file() or not (run / "summary.json").is_file():
         raise CLIError(f"{run} has no finished, converted run (summary.json and {path.name}); run `tune convert`")
-    converted = Converted(path=str(path), sha256=sha256_of(path), size=path.stat().st_size)
+    converted = Converted(path=str(path), sha256=sha256_file(path), size=path.stat().st_size)
     tokens_check: TokenCheck | None = None
     drafts: list[SampleDraft] | None = None
     if check is not None:

@@ -9,7 +9,6 @@ looked up on a model hub.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,8 @@ import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel
+
+from app.models import sha256_file
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 _VENDOR = "vendor/llama.cpp/"
@@ -36,15 +37,6 @@ class Converted(BaseModel):
     path: str
     sha256: str
     size: int
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, hex."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _wanted(name: str, root: str) -> str | None:
@@ -154,6 +146,6 @@ def convert(adapter_dir: Path, base_config: Path, out: Path, *, cache_dir: Path,
     if done.returncode != 0 or not out.is_file():
         lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
         raise ConvertError(f"convert_lora_to_gguf.py failed: {lines[-1]}")
-    digest = sha256_of(out)
+    digest = sha256_file(out)
     out.with_name(out.name + ".sha256").write_text(f"{digest}  {out.name}\n", encoding="utf-8")
     return Converted(path=str(out), sha256=digest, size=out.stat().st_size)

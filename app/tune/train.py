@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from app.llm.chat_template import ChatTemplate
 from app.llm.protocol import ChatPrompt
+from app.models import sha256_file
 from app.tune.data import TuneExample, example_prompt
 
 if TYPE_CHECKING:
@@ -107,15 +107,6 @@ class TrainSummary(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------- base model
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, hex."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _tune_imports() -> None:
