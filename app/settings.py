@@ -141,12 +141,48 @@ class CheckpointerSettings(BaseModel):
     pool_size: int = Field(10, ge=1, description="Postgres connections in the pool (postgres).")
 
 
-class TraceSettings(BaseModel):
-    """Where run traces are kept (``specrag trace RUN_ID``; later GET /v1/traces/{run_id})."""
+class OtelSettings(BaseModel):
+    """OpenTelemetry export of run traces (``SPECRAG_TRACES__OTEL__*``): off by default."""
 
+    enabled: bool = Field(False, description="Export every saved run trace as OTLP spans (needs the `otel` extra).")
+    protocol: Literal["http/protobuf", "grpc"] = Field(
+        "http/protobuf", description="OTLP transport: 'http/protobuf' (port 4318) or 'grpc' (port 4317)."
+    )
+    endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces",
+        description="Where spans go: the full OTLP/HTTP traces URL (…/v1/traces), or host:port for gRPC.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra request headers, e.g. an API key of a hosted backend."
+    )
+    insecure: bool = Field(True, description="gRPC without TLS (loopback or a trusted network).")
+    timeout_s: float = Field(10.0, gt=0, description="Per-export timeout (seconds); a failed export is logged only.")
+    service_name: str = Field("specrag", description="The `service.name` resource attribute.")
+    project: str | None = Field(
+        None, description="`openinference.project.name` resource attribute (the project in Arize Phoenix)."
+    )
+    content: bool = Field(
+        True, description="Include the question, answers and rationales as attributes (off: scores and timings only)."
+    )
+
+
+class TraceSettings(BaseModel):
+    """Where run traces are kept (``specrag trace RUN_ID``, GET /v1/traces/{run_id}) and where they are exported."""
+
+    backend: Literal["auto", "sqlite", "postgres"] = Field(
+        "auto",
+        description="'sqlite' (one file per replica), 'postgres' (one store for all replicas), or 'auto': postgres "
+        "when the checkpointer is postgres (its server, unless url is set), else sqlite.",
+    )
     path: Path = Field(
         Path(".specrag/traces.sqlite"), description="SQLite file with one JSON trace per run (created on first run)."
     )
+    url: SecretStr | None = Field(
+        None, description="Postgres URL of the trace store (default: the checkpointer's URL), postgresql://..."
+    )
+    pool_size: int = Field(4, ge=1, description="Postgres connections in the trace store's pool.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="How long to wait for a Postgres connection (seconds).")
+    otel: OtelSettings = OtelSettings()
 
 
 class ServerSettings(BaseModel):

@@ -123,6 +123,8 @@ class Draft:
     answer line, or for multiple choice no choice letter: verified from its best guess)."""
     letter: str | None = None
     """Multiple choice: the choice letter the answer names."""
+    model: str = ""
+    """The drafter that wrote it (``LanguageModel.name``: model, and the LoRA adapter with its sha256 prefix)."""
 
 
 def merge_drafts(current: list[Draft], update: list[Draft]) -> list[Draft]:

@@ -57,7 +57,8 @@ def create_app(
         provider: Backends (default: from settings, loaded on first use).
         checkpointer: A LangGraph checkpointer (default: opened from ``settings.checkpointer`` for the app's
             lifetime).
-        trace_store: Where run traces go (default: ``settings.traces.path``).
+        trace_store: Where run traces go (default: the store ``settings.traces`` choose, opened for the app's
+            lifetime).
 
     Returns:
         The FastAPI application (run it with uvicorn; its lifespan opens and closes the checkpointer).
@@ -78,7 +79,8 @@ def create_app(
                 "speculative": speculative_rag.build(counted).compile(checkpointer=saver, name="speculative_rag"),
                 "standard": standard_rag.build(counted).compile(checkpointer=saver, name="standard_rag"),
             }
-            app.state.trace_store = trace_store or open_trace_store(settings.traces.path)
+            own_store = trace_store is None
+            app.state.trace_store = trace_store or open_trace_store(settings=settings)
             app.state.runner = ChatRunner(
                 graphs,
                 app.state.trace_store,
@@ -89,8 +91,12 @@ def create_app(
                 run_timeout_s=server.run_timeout_s,
                 stream_chunk_chars=server.stream_chunk_chars,
             )
-            yield
-            app.state.runner = None
+            try:
+                yield
+            finally:
+                app.state.runner = None
+                if own_store:
+                    app.state.trace_store.close()
 
     app = FastAPI(
         title="specrag",

@@ -1,4 +1,6 @@
-"""Where traces are kept: a ``TraceStore`` protocol and its SQLite implementation (stdlib ``sqlite3``).
+"""Where traces are kept: a ``TraceStore`` protocol, its SQLite implementation (stdlib ``sqlite3``, the embedded
+default) and the factory that picks the store from settings (``app.trace.postgres`` for deployments with several
+replicas; ``app.trace.otel`` wraps either to export to OpenTelemetry).
 
 One row per run: the trace as a JSON document plus indexed columns to list runs by thread and time. Each save is
 one transaction (a trace is either stored whole or not at all); WAL lets readers list traces while a run is saved.
@@ -11,9 +13,14 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from app.trace.model import RunTrace, TraceError, TraceNotFoundError, TraceSummary, validate_run_id
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+INSTALL_HINT = "OpenTelemetry export needs the `otel` extra: pip install 'specrag[otel]'"
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -53,6 +60,10 @@ class TraceStore(Protocol):
 
     def list(self, *, thread_id: str | None = None, limit: int = 50) -> builtins.list[TraceSummary]:
         """The most recent runs first, optionally of one thread only."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and flush exports (idempotent)."""
         ...
 
 
@@ -124,11 +135,60 @@ class SQLiteTraceStore:
         keys = ("run_id", "thread_id", "graph", "question", "status", "started_at", "ended_at", "answer")
         return [TraceSummary.model_validate(dict(zip(keys, row, strict=True))) for row in rows]
 
+    def close(self) -> None:
+        """Nothing to release (a connection per operation)."""
 
-def open_trace_store(path: Path | None = None) -> SQLiteTraceStore:
-    """The trace store at ``path``, else at ``SPECRAG_TRACES__PATH`` (default ``.specrag/traces.sqlite``)."""
-    if path is None:
+    def __repr__(self) -> str:
+        return f"SQLiteTraceStore({str(self.path)!r})"
+
+
+def trace_backend(settings: Settings) -> Literal["sqlite", "postgres"]:
+    """The trace store ``settings`` choose ('auto': postgres when the checkpointer is postgres)."""
+    backend = settings.traces.backend
+    if backend == "auto":
+        return "postgres" if settings.checkpointer.provider == "postgres" else "sqlite"
+    return backend
+
+
+def open_trace_store(path: Path | None = None, *, settings: Settings | None = None) -> TraceStore:
+    """The trace store chosen by settings (``SPECRAG_TRACES__*``), exporting to OpenTelemetry when enabled.
+
+    Args:
+        path: A SQLite file to use whatever the settings choose (tests, one-off tools).
+        settings: Process settings (default: from the environment).
+
+    Raises:
+        TraceError: The store cannot be opened (the message names it), postgres without a URL, or export
+            enabled without the OpenTelemetry packages.
+    """
+    if settings is None:
         from app.settings import get_settings
 
-        path = get_settings().traces.path
-    return SQLiteTraceStore(path)
+        settings = get_settings()
+    traces = settings.traces
+    store: TraceStore
+    if path is not None or trace_backend(settings) == "sqlite":
+        store = SQLiteTraceStore(path if path is not None else traces.path)
+    else:
+        from app.trace.postgres import PostgresTraceStore
+
+        url = traces.url or settings.checkpointer.url
+        if url is None:
+            raise TraceError(
+                "the postgres trace store needs SPECRAG_TRACES__URL or SPECRAG_CHECKPOINTER__URL (postgresql://...)"
+            )
+        store = PostgresTraceStore(
+            url.get_secret_value(), pool_size=traces.pool_size, connect_timeout_s=traces.connect_timeout_s
+        )
+    if traces.otel.enabled:
+        try:
+            from app.trace.otel import ExportingTraceStore, OtlpExporter
+
+            store = ExportingTraceStore(store, OtlpExporter(traces.otel))
+        except ImportError as exc:
+            store.close()
+            raise TraceError(f"{INSTALL_HINT} ({exc})") from None
+        except TraceError:
+            store.close()
+            raise
+    return store

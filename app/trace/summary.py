@@ -62,6 +62,7 @@ def draft_json(d: Draft) -> dict[str, Any]:
         "tokens": d.tokens,
         "prompt_tokens": d.prompt_tokens,
         "finish_reason": d.finish_reason,
+        "model": d.model,
     }
 
 

@@ -104,7 +104,25 @@ def data(
     ] = 110,
     abstain_cap: Annotated[
         float, typer.Option("--abstain-cap", min=0.0, max=1.0, help="Largest share of abstentions.")
+    ] = 0.15,
+    fallback_cap: Annotated[
+        float,
+        typer.Option(
+            "--mcq-fallback-cap",
+            min=0.0,
+            max=1.0,
+            help="Largest share of multiple-choice examples whose rationale only names the gold choice (no passage "
+            "sentence supports it).",
+        ),
     ] = 0.3,
+    answer_lead: Annotated[
+        str,
+        typer.Option(
+            "--answer-lead",
+            help="Opening of every answer rationale, so that answering or abstaining ('The documents do not ...') "
+            "is one token's decision; '' for none.",
+        ),
+    ] = "The documents say:",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Build drafting examples (see the command help)."""
@@ -130,6 +148,8 @@ def data(
             distractor_reservoir=reservoir,
             max_passage_words=max_passage_words,
             abstain_cap=abstain_cap,
+            mcq_fallback_cap=fallback_cap,
+            answer_lead=answer_lead,
             rationale="teacher" if rationale == "teacher" else "extract",
         )
         writer: Rationaler | None = None

@@ -11,7 +11,13 @@ embedder, so they are on-topic-ish), up to 4-6 passages in all. The passages are
   rationale is the sentence(s) holding it and the answer the alias; otherwise the fixed abstention
   (``graphs.drafting.abstention_reply``).
 * multiple choice: never an abstention; the answer is the gold letter, the rationale the passage sentence that best
-  overlaps the question and the gold choice (when the overlap is real), else a short sentence naming the choice.
+  overlaps the question and the gold choice (when the overlap is real), else a short sentence naming the choice
+  (a capped share: such targets teach a letter without evidence).
+
+Answer rationales open with a fixed lead (``DataConfig.answer_lead``, "The documents say:") and the abstention with
+"The documents do not ...": the choice between answering and abstaining is then one token, and greedy decoding
+follows its learned odds. Without it (the first adapter) the abstention's one fixed opening token outweighed the many
+different openings of real rationales, and the tuned drafter abstained on nearly every draft.
 
 Rationales are extracted (``extract``) or written by a teacher model given the gold answer (``teacher``); an example
 whose rationale does not support the gold answer is dropped. Never reads ``eval/dev``: an input under such a path is
@@ -175,6 +181,7 @@ class TuneExample(BaseModel):
     subset: list[int] = Field(description="Indices of the subset in the question's passage list (partition's order)")
     n_candidates: int = Field(description="Passages the subset was drawn from (own + distractors)")
     outcome: Outcome
+    fallback: bool = Field(False, description="Multiple choice: the rationale only names the gold choice")
     rationale: str
     answer: str
     target: str = Field(description="graphs.drafting.render_reply(rationale, answer): what follows the prefill")
@@ -193,7 +200,19 @@ class DataConfig(BaseModel):
     per_draft: int = Field(2, ge=1, description="k: clusters and passages per subset (the graph's per_draft)")
     n_drafts: int = Field(5, ge=1, description="m: subsets sampled per question (the graph's n_drafts)")
     max_subsets_per_question: int = Field(2, ge=1, description="Examples kept per question (1 or up to this many)")
-    abstain_cap: float = Field(0.3, ge=0.0, le=1.0, description="Largest share of abstentions among the examples")
+    abstain_cap: float = Field(0.15, ge=0.0, le=1.0, description="Largest share of abstentions among the examples")
+    mcq_fallback_cap: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of fallback rationales ('The correct choice is ...') among multiple-choice examples",
+    )
+    answer_lead: str = Field(
+        "The documents say:",
+        description="Opening of every extracted or taught answer rationale, so that answering or abstaining is one "
+        "token's decision (the abstention opens 'The documents do not ...') and greedy decoding follows the learned "
+        "odds instead of the most concentrated first token; empty: no lead",
+    )
     max_passage_words: int = Field(110, ge=20, description="Passages are cut to this many words for training")
     max_rationale_words: int = Field(45, ge=8, description="Rationales are trimmed to this many words")
     rationale: RationaleSource = "extract"
@@ -208,6 +227,7 @@ class SourceCounts(BaseModel):
     abstain: int = 0
     dropped_unsupported: int = 0
     dropped_abstain_cap: int = 0
+    dropped_fallback_cap: int = 0
     rationale_fallback: int = Field(0, description="MCQ: no real overlap, the rationale names the choice")
 
 
@@ -541,8 +561,15 @@ def _candidates(
     return out
 
 
+def lead(rationale: str, opening: str) -> str:
+    """``rationale`` opened with ``opening`` (unless it already opens so, or ``opening`` is empty)."""
+    if not opening or rationale.lower().startswith(opening.lower().rstrip(":")):
+        return rationale
+    return f"{opening} {rationale}"
+
+
 def _example(
-    cand: _Candidate, subset: Sequence[int], n: int, rationaler: Rationaler, counts: SourceCounts
+    cand: _Candidate, subset: Sequence[int], n: int, rationaler: Rationaler, counts: SourceCounts, opening: str
 ) -> TuneExample | None:
     q = cand.question
     passages = [cand.passages[i] for i in subset]
@@ -566,9 +593,15 @@ def _example(
             counts.dropped_unsupported += 1
             return None
         rationale, fallback = got
-        counts.rationale_fallback += int(fallback)
+        if not fallback:
+            rationale = lead(rationale, opening)
         return TuneExample(
-            **base, outcome="answer", rationale=rationale, answer=letter, target=render_reply(rationale, letter)
+            **base,
+            outcome="answer",
+            fallback=fallback,
+            rationale=rationale,
+            answer=letter,
+            target=render_reply(rationale, letter),
         )
     alias = found_alias(" ".join(p.text for p in passages), q.answers)
     if alias is None:
@@ -583,6 +616,7 @@ def _example(
     if written is None or not has_alias(written, alias):
         counts.dropped_unsupported += 1
         return None
+    written = lead(written, opening)
     target = render_reply(written, alias)
     return TuneExample(**base, outcome="answer", rationale=written, answer=alias, target=target)
 
@@ -637,10 +671,11 @@ def build_examples(
         n_pick = int(rng.integers(1, config.max_subsets_per_question + 1))
         picked = (answer_subsets[:1] + abstain_subsets[:1] + answer_subsets[1:] + abstain_subsets[1:])[:n_pick]
         for j, subset in enumerate(picked):
-            ex = _example(cand, subset, j, writer, counts)
+            ex = _example(cand, subset, j, writer, counts, config.answer_lead)
             if ex is not None:
                 examples.append(ex)
         step()
+    examples = _cap_fallbacks(examples, config, rng, per_source)
     examples = _cap_abstentions(examples, config, rng, per_source)
     order = rng.permutation(len(examples))
     examples = [examples[int(i)] for i in order]
@@ -649,6 +684,7 @@ def build_examples(
         c.examples += 1
         c.answer += int(ex.outcome == "answer")
         c.abstain += int(ex.outcome == "abstain")
+        c.rationale_fallback += int(ex.fallback)
     card = DataCard(
         pool=pool_path,
         pool_questions=len(pool),
@@ -664,7 +700,11 @@ def build_examples(
             "short answers: a subset holds the answer when a passage contains a gold alias as whole words "
             "(normalised as app.eval.metrics); the rationale must contain that alias, else the example is dropped",
             "multiple choice: never an abstention; an extracted rationale must name the gold choice more than any "
-            "other, else the rationale names the choice (counted as rationale_fallback)",
+            "other, else the rationale names the choice (counted as rationale_fallback, capped at "
+            f"{config.mcq_fallback_cap:.0%} of the multiple-choice examples)",
+            f"answer rationales open with {config.answer_lead!r} (abstentions with {ABSTAIN_RATIONALE!r})"
+            if config.answer_lead
+            else "answer rationales have no fixed opening",
             f"abstentions capped at {config.abstain_cap:.0%} of the examples (random ones dropped)",
             f"passages cut to {config.max_passage_words} words for training (the alias kept inside)",
             "input paths under eval/dev are refused; the pool is disjoint from the dev set (pool README)",
@@ -688,6 +728,26 @@ def _cap_abstentions(
     for i, ex in enumerate(examples):
         if ex.outcome == "abstain" and i not in keep_abstain:
             per_source[ex.source].dropped_abstain_cap += 1
+            continue
+        out.append(ex)
+    return out
+
+
+def _cap_fallbacks(
+    examples: list[TuneExample], config: DataConfig, rng: np.random.Generator, per_source: dict[str, SourceCounts]
+) -> list[TuneExample]:
+    """Drop random fallback-rationale MCQ examples until they are at most ``mcq_fallback_cap`` of the MCQ ones."""
+    fallback = [i for i, ex in enumerate(examples) if ex.fallback]
+    real = sum(ex.task == "mcq" and not ex.fallback for ex in examples)
+    cap = config.mcq_fallback_cap
+    allowed = len(fallback) if cap >= 1.0 else min(len(fallback), int(cap * real / (1.0 - cap)))
+    if allowed >= len(fallback):
+        return examples
+    keep = {fallback[int(i)] for i in rng.permutation(len(fallback))[:allowed]}
+    out: list[TuneExample] = []
+    for i, ex in enumerate(examples):
+        if ex.fallback and i not in keep:
+            per_source[ex.source].dropped_fallback_cap += 1
             continue
         out.append(ex)
     return out
@@ -755,13 +815,13 @@ def card_markdown(card: DataCard) -> str:
         f"{card.truncated_passages} passages cut",
         "",
         "| source | questions | examples | answer | abstain | dropped (unsupported) | dropped (abstain cap) "
-        "| MCQ fallback rationale |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| MCQ fallback rationale | dropped (fallback cap) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for source, s in card.per_source.items():
         lines.append(
             f"| {source} | {s.questions} | {s.examples} | {s.answer} | {s.abstain} | {s.dropped_unsupported} "
-            f"| {s.dropped_abstain_cap} | {s.rationale_fallback} |"
+            f"| {s.dropped_abstain_cap} | {s.rationale_fallback} | {s.dropped_fallback_cap} |"
         )
     lines += ["", "Filters:", *[f"- {f}" for f in card.filters], ""]
     return "\n".join(lines)

@@ -38,5 +38,6 @@ def draft(task: DraftTask, context: Context, backends: Backends) -> dict[str, An
         tokens=gen.n_tokens,
         prompt_tokens=gen.prompt_tokens,
         finish_reason=gen.finish_reason,
+        model=backends.drafter.name,
     )
     return {"drafts": [result]}

@@ -13,8 +13,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import unavailable
 
 ENV = "SPECRAG_TEST_POSTGRES_URL"
 
@@ -65,3 +71,44 @@ def temporary_cluster(bin_dir: Path) -> Iterator[str]:
             _run([str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "-w", "stop"], user)
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A reachable Postgres URL (see the module doc)."""
+    import psycopg
+
+    url = os.environ.get(ENV, "").strip()
+    if url:
+        try:
+            psycopg.connect(url, connect_timeout=5).close()
+        except psycopg.Error as exc:
+            unavailable(f"{ENV}={url} does not answer: {exc}")
+        yield url
+        return
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        unavailable(f"no Postgres: set {ENV} or install Debian's postgresql (`.ci/run` does both)")
+    assert bin_dir is not None
+    try:
+        with temporary_cluster(bin_dir) as started:
+            yield started
+    except RuntimeError as exc:
+        unavailable(f"could not start a temporary Postgres from {bin_dir}: {exc}")
+
+
+@contextlib.contextmanager
+def fresh_schema(url: str) -> Iterator[str]:
+    """A new empty schema on ``url``'s database; yields a URL whose ``search_path`` is that schema (so tables a
+    test creates are its own), and drops the schema afterwards."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options={quote(f'-csearch_path={name}')}"
+    finally:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")

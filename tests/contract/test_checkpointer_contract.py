@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import operator
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -23,8 +22,7 @@ from pydantic import SecretStr
 
 from app.checkpoint import make_async_checkpointer, make_checkpointer
 from app.settings import CheckpointerSettings
-from tests.conftest import unavailable
-from tests.contract.postgres import ENV, find_bin_dir, temporary_cluster
+from tests.contract.postgres import postgres_url  # noqa: F401 (a fixture)
 
 
 class State(TypedDict):
@@ -51,32 +49,6 @@ def builder() -> StateGraph[State]:
 
 def thread() -> RunnableConfig:
     return {"configurable": {"thread_id": f"t-{uuid.uuid4().hex}"}}
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A reachable Postgres URL (see the module doc)."""
-    import os
-
-    import psycopg
-
-    url = os.environ.get(ENV, "").strip()
-    if url:
-        try:
-            psycopg.connect(url, connect_timeout=5).close()
-        except psycopg.Error as exc:
-            unavailable(f"{ENV}={url} does not answer: {exc}")
-        yield url
-        return
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        unavailable(f"no Postgres: set {ENV} or install Debian's postgresql (`.ci/run` does both)")
-    assert bin_dir is not None
-    try:
-        with temporary_cluster(bin_dir) as started:
-            yield started
-    except RuntimeError as exc:
-        unavailable(f"could not start a temporary Postgres from {bin_dir}: {exc}")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

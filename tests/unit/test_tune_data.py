@@ -232,3 +232,34 @@ def test_teacher_rationales_are_kept_only_when_they_support_the_gold_answer() ->
         assert int(ex.question_id.split("-")[1]) % 2 == 0
         assert ex.rationale == f"The documents say it is {ex.answer}. Second sentence."  # two sentences at most
     assert sum(s.dropped_unsupported for s in card.per_source.values()) > 0
+
+
+def test_answer_rationales_open_with_the_lead_so_that_abstaining_is_one_token(
+    built: tuple[list[TuneExample], object],
+) -> None:
+    examples, _ = built
+    lead = _config().answer_lead
+    answers = [ex for ex in examples if ex.outcome == "answer" and not ex.fallback]
+    assert answers
+    assert all(ex.rationale.startswith(lead + " ") for ex in answers)
+    abstentions = [ex for ex in examples if ex.outcome == "abstain"]
+    assert abstentions and all(ex.rationale.startswith("The documents do not") for ex in abstentions)
+    plain, _ = build_examples(_pool(), FakeEmbedder(), _config(answer_lead=""))
+    assert not any(ex.rationale.startswith(lead) for ex in plain if ex.outcome == "answer")
+
+
+def test_mcq_fallback_rationales_are_capped() -> None:
+    pool = [_short(i) for i in range(30)] + [_mcq(i) for i in range(30)]
+    # Half the MCQ questions have a gold choice that no passage (own or distractor) mentions: the rationale falls
+    # back to naming the choice.
+    for q in pool[30:45]:
+        q.choices = {"A": "its colour", "B": "magnetic pull", "C": "its name", "D": "the moon"}
+        q.passages[0].text = "A passage about something else entirely."
+    free, _ = build_examples(pool, FakeEmbedder(), _config(mcq_fallback_cap=1.0))
+    capped, card = build_examples(pool, FakeEmbedder(), _config(mcq_fallback_cap=0.2))
+    assert sum(ex.fallback for ex in free) > 0
+    mcq = [ex for ex in capped if ex.task == "mcq"]
+    assert sum(ex.fallback for ex in mcq) <= 0.2 * len(mcq) + 1
+    assert sum(s.dropped_fallback_cap for s in card.per_source.values()) > 0
+    assert card.per_source["arcc"].rationale_fallback == sum(ex.fallback for ex in mcq)
+    assert all(ex.rationale.startswith("The correct choice is") for ex in capped if ex.fallback)

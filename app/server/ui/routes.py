@@ -76,6 +76,9 @@ class _UnavailableStore:
     def list(self, *, thread_id: str | None = None, limit: int = 50) -> list[TraceSummary]:
         raise self.error
 
+    def close(self) -> None:
+        """Nothing to close."""
+
 
 def get_trace_store(request: Request) -> TraceStore:
     """The application's trace store: ``app.state.trace_store`` if set, else the one from settings.
