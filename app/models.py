@@ -137,6 +137,14 @@ _ADAPTERS: tuple[PackagedAdapter, ...] = (
         sha256="28091f7c48fdbf5ddfb0f2cbdd0a71aa143351f90db50ea43fc15cadc8ae6b43",
         size=17_619_840,
     ),
+    # adapters/specrag-drafter-v2/README.md: 724 steps on 724 pool examples (decision-first rationales, 15 %
+    # abstentions); better drafts than v1 and the base drafter, not better answers (not the default).
+    PackagedAdapter(
+        name="specrag-drafter-v2",
+        base="qwen2.5-coder-0.5b-instruct",
+        sha256="8d46033650ab7088c53183957222f66c6fbb6034a868261aa0b6b3ad80ada9c2",
+        size=17_619_840,
+    ),
 )
 ADAPTER_REGISTRY: dict[str, PackagedAdapter] = {a.name: a for a in _ADAPTERS}
 
