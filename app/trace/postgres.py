@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from app.trace.model import RunTrace, TraceError, TraceNotFoundError, TraceSummary, validate_run_id
+from app.trace.store import SUMMARY_COLUMNS, summaries
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -181,7 +182,7 @@ class PostgresTraceStore:
 
     def list(self, *, thread_id: str | None = None, limit: int = 50) -> builtins.list[TraceSummary]:
         """Summaries of the ``limit`` most recent runs (of ``thread_id`` only, when given)."""
-        query = "SELECT run_id, thread_id, graph, question, status, started_at, ended_at, answer FROM specrag_traces"
+        query = f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM specrag_traces"
         params: tuple[object, ...] = ()
         if thread_id is not None:
             query += " WHERE thread_id = %s"
@@ -194,8 +195,7 @@ class PostgresTraceStore:
             raise
         except Exception as exc:
             raise TraceError(f"cannot list traces on {self.where}: {' '.join(str(exc).split())}") from None
-        keys = ("run_id", "thread_id", "graph", "question", "status", "started_at", "ended_at", "answer")
-        return [TraceSummary.model_validate(dict(zip(keys, row, strict=True))) for row in rows]
+        return summaries(rows)
 
     def close(self) -> None:
         """Close the connection pool (idempotent)."""

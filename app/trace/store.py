@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -40,6 +40,15 @@ CREATE INDEX IF NOT EXISTS traces_started ON traces (started_at);
 CREATE INDEX IF NOT EXISTS traces_graph ON traces (graph);
 CREATE INDEX IF NOT EXISTS traces_status ON traces (status);
 """
+
+
+SUMMARY_COLUMNS = ("run_id", "thread_id", "graph", "question", "status", "started_at", "ended_at", "answer")
+"""The columns a listing selects, in the order :func:`summaries` reads them."""
+
+
+def summaries(rows: Iterable[Sequence[object]]) -> builtins.list[TraceSummary]:
+    """Listing rows (``SUMMARY_COLUMNS`` in order) as summaries."""
+    return [TraceSummary.model_validate(dict(zip(SUMMARY_COLUMNS, row, strict=True))) for row in rows]
 
 
 class TraceStore(Protocol):
@@ -124,7 +133,7 @@ class SQLiteTraceStore:
 
     def list(self, *, thread_id: str | None = None, limit: int = 50) -> builtins.list[TraceSummary]:
         """Summaries of the ``limit`` most recent runs (of ``thread_id`` only, when given)."""
-        query = "SELECT run_id, thread_id, graph, question, status, started_at, ended_at, answer FROM traces"
+        query = f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM traces"
         params: tuple[object, ...] = ()
         if thread_id is not None:
             query += " WHERE thread_id = ?"
@@ -132,8 +141,7 @@ class SQLiteTraceStore:
         query += " ORDER BY started_at DESC, run_id LIMIT ?"
         with self._connect() as conn:
             rows = conn.execute(query, (*params, max(0, limit))).fetchall()
-        keys = ("run_id", "thread_id", "graph", "question", "status", "started_at", "ended_at", "answer")
-        return [TraceSummary.model_validate(dict(zip(keys, row, strict=True))) for row in rows]
+        return summaries(rows)
 
     def close(self) -> None:
         """Nothing to release (a connection per operation)."""

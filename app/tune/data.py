@@ -713,44 +713,43 @@ def build_examples(
     return examples, card
 
 
+def _cap_share(
+    examples: list[TuneExample], capped: Callable[[TuneExample], bool], rest: int, cap: float, rng: np.random.Generator
+) -> tuple[list[TuneExample], list[TuneExample]]:
+    """Drop random examples for which ``capped`` holds until they are at most ``cap`` of themselves plus ``rest``
+    others; returns (kept, dropped)."""
+    hit = [i for i, ex in enumerate(examples) if capped(ex)]
+    allowed = len(hit) if cap >= 1.0 else min(len(hit), int(cap * rest / (1.0 - cap)))
+    if allowed >= len(hit):
+        return examples, []
+    keep = {hit[int(i)] for i in rng.permutation(len(hit))[:allowed]}
+    kept: list[TuneExample] = []
+    dropped: list[TuneExample] = []
+    for i, ex in enumerate(examples):
+        (dropped if capped(ex) and i not in keep else kept).append(ex)
+    return kept, dropped
+
+
 def _cap_abstentions(
     examples: list[TuneExample], config: DataConfig, rng: np.random.Generator, per_source: dict[str, SourceCounts]
 ) -> list[TuneExample]:
     """Drop random abstentions until they are at most ``abstain_cap`` of the examples."""
-    abstain = [i for i, ex in enumerate(examples) if ex.outcome == "abstain"]
-    answers = len(examples) - len(abstain)
-    cap = config.abstain_cap
-    allowed = len(abstain) if cap >= 1.0 else min(len(abstain), int(cap * answers / (1.0 - cap)))
-    if allowed >= len(abstain):
-        return examples
-    keep_abstain = {abstain[int(i)] for i in rng.permutation(len(abstain))[:allowed]}
-    out: list[TuneExample] = []
-    for i, ex in enumerate(examples):
-        if ex.outcome == "abstain" and i not in keep_abstain:
-            per_source[ex.source].dropped_abstain_cap += 1
-            continue
-        out.append(ex)
-    return out
+    answers = sum(ex.outcome != "abstain" for ex in examples)
+    kept, dropped = _cap_share(examples, lambda ex: ex.outcome == "abstain", answers, config.abstain_cap, rng)
+    for ex in dropped:
+        per_source[ex.source].dropped_abstain_cap += 1
+    return kept
 
 
 def _cap_fallbacks(
     examples: list[TuneExample], config: DataConfig, rng: np.random.Generator, per_source: dict[str, SourceCounts]
 ) -> list[TuneExample]:
     """Drop random fallback-rationale MCQ examples until they are at most ``mcq_fallback_cap`` of the MCQ ones."""
-    fallback = [i for i, ex in enumerate(examples) if ex.fallback]
     real = sum(ex.task == "mcq" and not ex.fallback for ex in examples)
-    cap = config.mcq_fallback_cap
-    allowed = len(fallback) if cap >= 1.0 else min(len(fallback), int(cap * real / (1.0 - cap)))
-    if allowed >= len(fallback):
-        return examples
-    keep = {fallback[int(i)] for i in rng.permutation(len(fallback))[:allowed]}
-    out: list[TuneExample] = []
-    for i, ex in enumerate(examples):
-        if ex.fallback and i not in keep:
-            per_source[ex.source].dropped_fallback_cap += 1
-            continue
-        out.append(ex)
-    return out
+    kept, dropped = _cap_share(examples, lambda ex: ex.fallback, real, config.mcq_fallback_cap, rng)
+    for ex in dropped:
+        per_source[ex.source].dropped_fallback_cap += 1
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------- output
