@@ -20,7 +20,7 @@ from graphs import speculative_rag, standard_rag
 from graphs.backends import BackendProvider, configured_backends
 from graphs.context import Context
 from graphs.question import with_choices
-from graphs.result import RunResult
+from graphs.result import ConfidenceOut, RunResult
 from graphs.state import InputState
 
 GraphName = Literal["speculative", "standard"]
@@ -129,17 +129,33 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 def render(result: RunResult, console: Console) -> None:
     """Answer, rationale, sources, the drafts table and the reflection rounds, for a terminal."""
     body = Group(Text(result.answer or "(no answer)", style="bold"), Text(result.rationale, style="dim"))
-    console.print(Panel(body, title=f"Answer ({result.graph})", title_align="left"))
+    how = " · fallback: the verifier read all passages" if result.decision == "fallback" else ""
+    console.print(Panel(body, title=f"Answer ({result.graph}{how})", title_align="left"))
     if result.sources:
         console.print(Text("Sources: " + "; ".join(f"[{s.id[:8]}] {s.title}" for s in result.sources)))
     if result.drafts:
         console.print(_drafts_table(result, console.width))
     for r in result.rounds:
         console.print(Text(f"Round {r.index + 1} ({r.query}): {r.decision}. {r.reason}"))
+    if result.confidence is not None:
+        console.print(_confidence_line(result.confidence))
     walls = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     console.print(Text(f"Time: {result.seconds:.2f}s ({walls})"))
     if result.run_id:
         console.print(Text(f"run id: {result.run_id} (specrag trace {result.run_id})"))
+
+
+def _confidence_line(c: ConfidenceOut) -> Text:
+    """The confidence, its inputs and what moved it most (the logit terms, largest first)."""
+    if c.draft is None:
+        return Text(f"Confidence: {c.value:.2f} (no draft answered; {c.model})")
+    inputs = ", ".join(f"{k} {v:.2f}" for k, v in c.inputs.items())
+    moved = sorted(c.contributions.items(), key=lambda kv: -abs(kv[1]))[:3]
+    terms = ", ".join(f"{k} {v:+.2f}" for k, v in moved)
+    return Text(
+        f"Confidence: {c.value:.2f} that draft #{c.draft} is right ({c.votes} drafts agree; {c.model}). "
+        f"Inputs: {inputs}. Largest logit terms: {terms}."
+    )
 
 
 def _drafts_table(result: RunResult, width: int) -> Table:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from app.cli_errors import CLIError, cli_errors, err_console
+from app.confidence.cli import confidence_app
 from app.tune.cli import tune_app
 from graphs.context import Context
 
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 
 app.add_typer(tune_app, name="tune")
+app.add_typer(confidence_app, name="confidence")
 
 # Piped output (tests, `make demo` logs) gets a readable width instead of rich's 80-column fallback.
 out_console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
@@ -200,10 +202,22 @@ def ask(
     max_rounds: Annotated[
         int | None, typer.Option("--max-rounds", help=_knob("Retrieval rounds at most (1: never retry).", "max_rounds"))
     ] = None,
-    accept_threshold: Annotated[
+    accept_confidence: Annotated[
         float | None,
         typer.Option(
-            "--accept-threshold", help=_knob("P(Yes) of the best draft needed to accept it.", "accept_threshold")
+            "--accept-confidence",
+            help=_knob(
+                "Calibrated confidence of the best draft needed to accept it (else fall back).", "accept_confidence"
+            ),
+        ),
+    ] = None,
+    fallback: Annotated[
+        bool | None,
+        typer.Option(
+            "--fallback/--no-fallback",
+            help="Below --accept-confidence, let the verifier answer from all passages (standard RAG) "
+            "\\[default: fallback]; --no-fallback accepts the best draft (the paper's graph).",
+            show_default=False,
         ),
     ] = None,
     normalization: Annotated[
@@ -254,7 +268,8 @@ def ask(
         "per_draft": per_draft,
         "seed": seed,
         "max_rounds": max_rounds,
-        "accept_threshold": accept_threshold,
+        "accept_confidence": accept_confidence,
+        "fallback": fallback,
         "score_normalization": normalization,
         "search_mode": search_mode,
         "draft_max_tokens": draft_max_tokens,

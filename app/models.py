@@ -138,7 +138,7 @@ _ADAPTERS: tuple[PackagedAdapter, ...] = (
         size=17_619_840,
     ),
     # adapters/specrag-drafter-v2/README.md: 724 steps on 724 pool examples (decision-first rationales, 15 %
-    # abstentions); better drafts than v1 and the base drafter, not better answers (not the default).
+    # abstentions); better drafts and answers than v1 and the base drafter: the default drafter adapter.
     PackagedAdapter(
         name="specrag-drafter-v2",
         base="qwen2.5-coder-0.5b-instruct",

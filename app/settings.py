@@ -212,7 +212,7 @@ class ServerSettings(BaseModel):
 
 
 DEFAULT_MODELS: dict[str, dict[str, str]] = {
-    "drafter": {"model": "qwen2.5-coder-0.5b-instruct"},
+    "drafter": {"model": "qwen2.5-coder-0.5b-instruct", "lora": "specrag-drafter-v2"},
     "verifier": {"model": "qwen2.5-coder-1.5b-instruct"},
 }
 """The embedded default model (and adapter) of each role."""

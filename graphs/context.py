@@ -11,6 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+ACCEPT_CONFIDENCE = 0.5
+"""Default of ``accept_confidence``: the threshold chosen on the calibration set (``app.confidence.fit``; the
+bundled model's ``accept_confidence`` says the same, which a test checks)."""
+
 
 class Context(BaseModel):
     """Knobs for one Speculative RAG (or standard RAG) run."""
@@ -87,17 +91,47 @@ class Context(BaseModel):
     use_self_reflection: bool = Field(
         default=True, description="Include ρ_sr (verifier's P('Yes') that the rationale supports the answer)."
     )
+    selection: Literal["score", "vote"] = Field(
+        default="score",
+        description=(
+            "How the best draft is chosen: 'score' (the paper: highest ρ_draft · ρ_sc · ρ_sr) or 'vote' (the "
+            "answer with the largest score-weighted vote over drafts that give it, then its best-scored draft)."
+        ),
+    )
     max_rounds: int = Field(
         default=2, ge=1, le=5, description="Retrieval rounds at most (1 = never rewrite the query)."
     )
-    accept_threshold: float = Field(
-        default=0.85,
+    accept_confidence: float = Field(
+        default=ACCEPT_CONFIDENCE,
         ge=0.0,
         le=1.0,
         description=(
-            "Accept the best draft when the verifier's P('Yes') for it is at least this; otherwise rewrite the "
-            "query and retrieve new passages (while rounds remain). The verifier's P('Yes') leans high: "
-            "measured ≥ 0.89 on supported claims, 0.62–0.82 on unsupported ones."
+            "Accept the best draft when its calibrated confidence (P(correct) from the agreement among drafts, "
+            "the verifier's scores and the margin to the runner-up) is at least this; below it, fall back (or "
+            "retry, see retry_on). The default was chosen on held-out training-pool questions (app/confidence)."
+        ),
+    )
+    fallback: bool = Field(
+        default=True,
+        description=(
+            "Below accept_confidence (and when no draft answered), let the verifier answer from all passages: "
+            "the standard RAG path, as a node of this graph. Off: accept the best draft whatever its confidence "
+            "(the paper's Speculative RAG)."
+        ),
+    )
+    retry_on: Literal["no_answer", "low_confidence"] = Field(
+        default="no_answer",
+        description=(
+            "When to rewrite the query and retrieve again (while max_rounds allows): 'no_answer' only when every "
+            "draft abstained (the passages lack the answer); 'low_confidence' also below accept_confidence. "
+            "Otherwise low confidence goes straight to the fallback."
+        ),
+    )
+    confidence_model: str = Field(
+        default="",
+        description=(
+            "Path of a confidence model file (specrag confidence fit); empty: the bundled one; 'none': no "
+            "confidence (the best draft is accepted, as in the paper; what a calibration run records)."
         ),
     )
     rewrite_max_tokens: int = Field(default=32, ge=4, le=128, description="Maximum tokens of a rewritten query.")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from graphs.state import Draft, NodeTiming, State
+from graphs.state import Confidence, Draft, NodeTiming, Round, State
 
 
 class Source(BaseModel):
@@ -56,13 +56,25 @@ class DraftOut(BaseModel):
     tokens: DraftTokens
 
 
+class ConfidenceOut(BaseModel):
+    """The calibrated confidence of a run's best draft, and what it was computed from."""
+
+    value: float = Field(description="P(the best draft's answer is correct), 0-1 (0: no draft answered)")
+    draft: int | None = Field(description="Index into drafts of the draft it is about")
+    inputs: dict[str, float] = Field(description="Its features (agreement, p_yes, margin, ...)")
+    contributions: dict[str, float] = Field(description="Each feature's term in the logit")
+    votes: int = Field(description="Drafts with the same normalised answer as the best one (itself included)")
+    model: str = Field(description="The confidence model (name and version)")
+
+
 class RoundOut(BaseModel):
     """One retrieval round and its reflection decision."""
 
     index: int
     query: str
-    decision: str
+    decision: str = Field(description="accept, retry, fallback or give_up")
     reason: str
+    confidence: ConfidenceOut | None = Field(None, description="The confidence the decision used")
     rewritten_query: str
     passage_ids: list[str]
     clusters: list[int]
@@ -83,6 +95,14 @@ class RunResult(BaseModel):
     drafts: list[DraftOut]
     chosen: int | None = Field(description="Index into drafts of the selected draft")
     rounds: list[RoundOut]
+    confidence: ConfidenceOut | None = Field(
+        None, description="The last reflection's confidence in the best draft (speculative graph only)"
+    )
+    decision: str | None = Field(
+        None,
+        description="The last reflection's decision: accept (the best draft answers), fallback (the verifier "
+        "answered from all passages), give_up (nothing to answer from); None for standard RAG",
+    )
     timings: dict[str, float] = Field(description="Wall seconds per node (parallel branches overlap)")
     seconds: float = Field(description="Wall seconds of the whole run")
 
@@ -123,6 +143,14 @@ def _draft_out(d: Draft) -> DraftOut:
     )
 
 
+def _confidence_out(c: Confidence | None) -> ConfidenceOut | None:
+    return ConfidenceOut(**c.__dict__) if c is not None else None
+
+
+def _round_out(r: Round) -> RoundOut:
+    return RoundOut(**{**r.__dict__, "confidence": _confidence_out(r.confidence)})
+
+
 def node_walls(timings: Sequence[NodeTiming]) -> dict[str, float]:
     """Wall seconds per node: per round, from the first start to the last end (parallel branches overlap)."""
     spans: dict[tuple[str, int], list[float]] = defaultdict(lambda: [math.inf, -math.inf])
@@ -140,8 +168,8 @@ def to_result(state: State, *, graph: str, seconds: float) -> RunResult:
     by_id = {p.id: p for p in state.all_passages}
     if state.chosen is not None:
         source_ids = state.drafts[state.chosen].passage_ids
-    else:
-        source_ids = [p.id for p in state.passages] if not state.drafts else []
+    else:  # a fallback read this round's passages; without drafts, the answer (if any) rests on them too
+        source_ids = [p.id for p in state.passages] if not state.drafts or state.decision == "fallback" else []
     return RunResult(
         graph=graph,
         question=state.question,
@@ -151,7 +179,9 @@ def to_result(state: State, *, graph: str, seconds: float) -> RunResult:
         sources=[Source(id=i, doc_id=by_id[i].doc_id, title=by_id[i].title) for i in source_ids if i in by_id],
         drafts=[_draft_out(d) for d in state.drafts],
         chosen=state.chosen,
-        rounds=[RoundOut(**r.__dict__) for r in state.rounds],
+        rounds=[_round_out(r) for r in state.rounds],
+        confidence=_confidence_out(state.confidence),
+        decision=state.decision,
         timings=node_walls(state.timings),
         seconds=round(seconds, 4),
     )

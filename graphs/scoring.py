@@ -1,4 +1,5 @@
-"""Score combination, ranking and the reflection rule: pure functions over drafts (Sec. 3.3 of the paper)."""
+"""Score combination, ranking, the selected draft's confidence and the reflection rule: pure functions over
+drafts (Sec. 3.3 of the paper; the confidence and the fallback are this project's, ``app.confidence``)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+from app.confidence.features import DraftSignal, answer_key, confidence_inputs, vote_order, votes
+from app.confidence.model import ConfidenceModel
 from app.llm.protocol import ScoreResult
 from graphs.context import Context
-from graphs.state import Draft, Scores
+from graphs.state import Confidence, Decision, Draft, Scores
 
 
 def combine(draft: Draft, verified: ScoreResult, context: Context, method: dict[str, str]) -> Scores:
@@ -44,12 +47,20 @@ def total(draft: float, draft_tokens: int, sc: float, sc_tokens: int, sr: float,
     )
 
 
-def rank(drafts: Sequence[Draft]) -> list[int]:
-    """Indices of scored drafts, best total first, then the abstentions (never verified) in draft order; ties go
-    to the earlier draft (stable). Unscored answers (not verified yet) are left out."""
+def rank(drafts: Sequence[Draft], selection: Literal["score", "vote"] = "score") -> list[int]:
+    """Indices of scored drafts, best first, then the abstentions (never verified) in draft order; ties go to the
+    earlier draft (stable). Unscored answers (not verified yet) are left out.
+
+    ``selection='score'`` orders by total (the paper); ``'vote'`` first by the score-weighted vote of the drafts
+    sharing a (normalised) answer, Σ exp(total − best total), then by total within the answer.
+    """
     scored = [i for i, d in enumerate(drafts) if d.scores is not None and d.outcome != "abstain"]
     abstained = [i for i, d in enumerate(drafts) if d.outcome == "abstain"]
-    return sorted(scored, key=lambda i: -_total(drafts[i])) + abstained
+    by_total = sorted(scored, key=lambda i: -_total(drafts[i]))
+    if selection == "vote" and by_total:
+        keys = [answer_key(signal(drafts[i])) for i in by_total]
+        by_total = [by_total[j] for j in vote_order(keys, [_total(drafts[i]) for i in by_total])]
+    return by_total + abstained
 
 
 def _total(d: Draft) -> float:
@@ -57,54 +68,94 @@ def _total(d: Draft) -> float:
     return d.scores.total if math.isfinite(d.scores.total) else -math.inf
 
 
-Decision = Literal["accept", "retry", "give_up"]
+def signal(d: Draft) -> DraftSignal:
+    """What the confidence model reads of a draft."""
+    sc = d.scores
+    return DraftSignal(
+        answer=d.answer,
+        outcome=d.outcome,
+        letter=d.letter,
+        draft=sc.draft if sc else None,
+        draft_tokens=sc.draft_tokens if sc else d.tokens,
+        self_consistency=sc.self_consistency if sc else None,
+        self_consistency_tokens=sc.self_consistency_tokens if sc else 0,
+        self_reflection=sc.self_reflection if sc else None,
+        total=sc.total if sc else None,
+    )
+
+
+def confidence(drafts: Sequence[Draft], ranking: Sequence[int], *, mcq: bool, model: ConfidenceModel) -> Confidence:
+    """The calibrated confidence of the best-ranked draft (0 when no draft answered: nothing to be right)."""
+    if not ranking or drafts[ranking[0]].outcome == "abstain" or drafts[ranking[0]].scores is None:
+        return Confidence(value=0.0, draft=None, model=model.name)
+    signals = [signal(d) for d in drafts]
+    inputs = confidence_inputs(signals, ranking[0], mcq=mcq)
+    return Confidence(
+        value=round(model.predict(inputs), 4),
+        draft=ranking[0],
+        inputs={k: round(v, 4) for k, v in inputs.model_dump().items()},
+        contributions=model.contributions(inputs),
+        votes=votes(signals, ranking[0]),
+        model=model.name,
+    )
 
 
 def decide(
-    drafts: Sequence[Draft], ranking: Sequence[int], *, round_index: int, new_passages: int, context: Context
+    drafts: Sequence[Draft],
+    ranking: Sequence[int],
+    conf: Confidence | None,
+    *,
+    round_index: int,
+    new_passages: int,
+    total_passages: int,
+    context: Context,
 ) -> tuple[Decision, str]:
-    """Accept the best draft, or retry with a rewritten query while rounds remain.
+    """Accept the best draft, retry with a rewritten query, fall back to the verifier reading all passages, or
+    give up.
 
     Args:
         drafts: All drafts so far.
         ranking: ``rank(drafts)``.
+        conf: ``confidence(drafts, ranking, ...)``; None without a confidence model (the best draft is accepted).
         round_index: The round that just finished (0-based).
         new_passages: Passages this round retrieved.
-        context: ``accept_threshold``, ``max_rounds``.
+        total_passages: Passages the drafts could read over all rounds (what a fallback reads).
+        context: ``accept_confidence``, ``fallback``, ``retry_on``, ``max_rounds``.
 
     Returns:
         The decision and a reason that quotes the numbers it used.
     """
-    rounds_left = round_index + 1 < context.max_rounds
-    if not ranking:
-        if rounds_left:
-            return (
-                "retry",
-                f"no drafts in round {round_index + 1} ({new_passages} new passages); rewriting the query",
-            )
-        return "give_up", f"no drafts after {round_index + 1} round(s): nothing relevant was retrieved"
-    best = drafts[ranking[0]]
-    if best.outcome == "abstain":
-        why = f"all {len(ranking)} drafts abstained (their passages do not hold the answer)"
-        if rounds_left:
-            return "retry", f"{why}; rewriting the query"
-        return "give_up", f"{why} after {round_index + 1} round(s)"
-    assert best.scores is not None
-    p_yes = math.exp(best.scores.self_reflection)
-    summary = (
-        f"best draft #{ranking[0]} (round {best.round + 1}, subset {best.subset + 1}) has total "
-        f"{best.scores.total:.3f} and P(Yes)={p_yes:.3f}"
+    can_retry = round_index + 1 < context.max_rounds and not (round_index > 0 and new_passages == 0)
+    stop = (
+        "retrieval found nothing new"
+        if round_index > 0 and new_passages == 0
+        else f"the maximum of {context.max_rounds} round(s) is reached"
     )
-    if p_yes >= context.accept_threshold:
-        return "accept", f"{summary} >= threshold {context.accept_threshold:.2f}"
-    if new_passages == 0 and round_index > 0:
-        return (
-            "accept",
-            f"{summary} < threshold {context.accept_threshold:.2f}, but retrieval found nothing new",
+    if not ranking or drafts[ranking[0]].outcome == "abstain":
+        why = (
+            f"all {len(ranking)} drafts abstained (their passages do not hold the answer)"
+            if ranking
+            else f"no drafts in round {round_index + 1} ({new_passages} new passages)"
         )
-    if rounds_left:
-        return "retry", f"{summary} < threshold {context.accept_threshold:.2f}; rewriting the query"
-    return "accept", (
-        f"{summary} < threshold {context.accept_threshold:.2f}, but the maximum of {context.max_rounds} "
-        "round(s) is reached"
+        if can_retry:
+            return "retry", f"{why}; rewriting the query"
+        if context.fallback and total_passages > 0:
+            return "fallback", f"{why} and {stop}: the verifier answers from all passages"
+        return "give_up", f"{why} after {round_index + 1} round(s)"
+    best = drafts[ranking[0]]
+    if conf is None:
+        where = f"round {best.round + 1}, subset {best.subset + 1}"
+        return "accept", f"best draft #{ranking[0]} ({where}); no confidence model"
+    summary = (
+        f"best draft #{ranking[0]} (round {best.round + 1}, subset {best.subset + 1}, {conf.votes} of "
+        f"{len(drafts)} drafts agree) has confidence {conf.value:.3f}"
     )
+    if conf.value >= context.accept_confidence:
+        return "accept", f"{summary} >= {context.accept_confidence:.2f}"
+    below = f"{summary} < {context.accept_confidence:.2f}"
+    if context.retry_on == "low_confidence" and can_retry:
+        return "retry", f"{below}; rewriting the query"
+    if context.fallback:
+        why = f" and {stop}" if context.retry_on == "low_confidence" else ""
+        return "fallback", f"{below}{why}: the verifier answers from all passages"
+    return "accept", f"{below}, but fallback is off"

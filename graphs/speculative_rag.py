@@ -1,8 +1,9 @@
 """The Speculative RAG graph (reads like the diagram in the README).
 
 [condense] -> retrieve -> partition -> draft x m (Send, parallel) -> verify -> reflect -> answer
-                ^                                                               |
-                +------------------- retry: rewritten query, new passages ------+
+                ^                                                               |  \
+                +------------------- retry: rewritten query, new passages ------+   fallback (low confidence:
+                                                                                    the verifier reads all passages)
 
 ``condense`` runs first in a chat run (input ``messages`` ending with a user turn): it turns a follow-up into a
 standalone question. A plain ``question`` input starts at ``retrieve``.
@@ -19,7 +20,7 @@ from langgraph.types import Send
 from graphs.backends import BackendProvider, configured_backends
 from graphs.context import Context
 from graphs.nodes._bind import NodeFn, bind
-from graphs.nodes.answer import answer
+from graphs.nodes.answer import answer, fallback
 from graphs.nodes.compress import after_retrieve, compress
 from graphs.nodes.condense import condense, route_start
 from graphs.nodes.draft import draft
@@ -62,6 +63,7 @@ def build(provider: BackendProvider = configured_backends) -> StateGraph[State, 
         ("verify", verify),
         ("reflect", reflect),
         ("answer", answer),
+        ("fallback", fallback),
     ]
     for name, fn in nodes:
         g.add_node(name, bind(name, fn, provider))
@@ -72,8 +74,9 @@ def build(provider: BackendProvider = configured_backends) -> StateGraph[State, 
     g.add_conditional_edges("partition", fan_out, ["draft", "reflect"])
     g.add_edge("draft", "verify")
     g.add_edge("verify", "reflect")
-    g.add_conditional_edges("reflect", after_reflect, ["retrieve", "answer"])
+    g.add_conditional_edges("reflect", after_reflect, ["retrieve", "fallback", "answer"])
     g.add_edge("answer", END)
+    g.add_edge("fallback", END)
     return g
 
 

@@ -136,6 +136,29 @@ def merge_drafts(current: list[Draft], update: list[Draft]) -> list[Draft]:
 
 
 @dataclass(kw_only=True)
+class Confidence:
+    """How likely the selected draft's answer is right, by the calibrated model (``app.confidence``)."""
+
+    value: float
+    """P(correct), 0-1 (0 when no draft answered)."""
+    draft: int | None
+    """Index into ``State.drafts`` of the draft it is about (None: no draft answered)."""
+    inputs: dict[str, float] = field(default_factory=dict)
+    """The features it was computed from (``app.confidence.features.ConfidenceInputs``)."""
+    contributions: dict[str, float] = field(default_factory=dict)
+    """Each feature's term in the logit: what raised or lowered the confidence."""
+    votes: int = 0
+    """Drafts that gave the same (normalised) answer as the selected one, itself included."""
+    model: str = ""
+    """The model that computed it (name and version)."""
+
+
+Decision = Literal["accept", "retry", "fallback", "give_up"]
+"""What reflection decides: accept the best draft; retry with a rewritten query; fall back to the verifier answering
+from all passages (standard RAG in the same graph); give up (nothing was retrieved)."""
+
+
+@dataclass(kw_only=True)
 class Round:
     """One retrieval round and the reflection decision that closed it."""
 
@@ -151,8 +174,10 @@ class Round:
     """Passage ids of each subset (one per draft)."""
     ranking: list[int]
     """Indices into ``State.drafts`` of all scored drafts so far, best first."""
-    decision: Literal["accept", "retry", "give_up"]
+    decision: Decision
     """What reflection decided."""
+    confidence: Confidence | None = None
+    """The confidence of the round's best draft that the decision used."""
     reason: str
     """Why, in words, with the numbers it used."""
     rewritten_query: str = ""
@@ -257,7 +282,11 @@ class State(InputState):
     rounds: Annotated[list[Round], operator.add] = field(default_factory=list)
     """One record per finished round."""
     chosen: int | None = None
-    """Index into ``drafts`` of the selected draft."""
+    """Index into ``drafts`` of the selected draft (None when no draft was used, e.g. after a fallback)."""
+    confidence: Confidence | None = None
+    """The last reflection's confidence in the best draft."""
+    decision: Decision | None = None
+    """The last reflection's decision; ``fallback``: the answer is the verifier's from all passages."""
     answer: str = ""
     """The final answer."""
     rationale: str = ""
@@ -284,7 +313,18 @@ class DraftTask:
 
 CHECKPOINT_TYPES: tuple[tuple[str, str], ...] = tuple(
     (__name__, cls.__name__)
-    for cls in (ChatTurn, Passage, Quarantined, PassageCompression, Scores, Draft, Round, NodeTiming, DraftTask)
+    for cls in (
+        ChatTurn,
+        Passage,
+        Quarantined,
+        PassageCompression,
+        Scores,
+        Draft,
+        Confidence,
+        Round,
+        NodeTiming,
+        DraftTask,
+    )
 )
 """The state's own types, as (module, name): what a checkpointer must be allowed to deserialise."""
 

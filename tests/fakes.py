@@ -8,6 +8,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -135,3 +136,26 @@ class FakeStore:
             vector_index="none",
             text_index="none",
         )
+
+
+def p_yes_confidence(directory: Path, *, threshold: float = 0.85) -> str:
+    """A scripted confidence model file: confidence is a steep logistic of the best draft's P(Yes), 0.5 at
+    ``threshold`` (about 0 below threshold - 0.1, about 1 above threshold + 0.1). Returns its path (for
+    ``Context.confidence_model``), so graph tests decide on the scores they script."""
+    from app.confidence.features import FEATURES
+    from app.confidence.model import ConfidenceModel
+
+    coef = [0.0] * len(FEATURES)
+    coef[FEATURES.index("p_yes")] = 60.0
+    model = ConfidenceModel(
+        name="scripted-p-yes",
+        features=list(FEATURES),
+        mean=[0.0] * len(FEATURES),
+        scale=[1.0] * len(FEATURES),
+        coef=coef,
+        intercept=-60.0 * threshold,
+        accept_confidence=0.5,
+    )
+    path = directory / "scripted-confidence.json"
+    path.write_text(model.model_dump_json(), encoding="utf-8")
+    return str(path)

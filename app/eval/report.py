@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from app.confidence.model import ConfidenceModel
+from app.eval.confidence import CalibrationSummary, calibration_summary
 from app.eval.dataset import EvalQuestion
 from app.eval.diagnostics import Ablation, DraftStats, ablations, draft_stats
 from app.eval.runner import CURVES, QuestionRecord
@@ -70,6 +72,9 @@ class Summary(BaseModel):
     drafts: list[DraftStats] = Field(
         default_factory=list, description="Per drafting system: selected vs oracle accuracy, drafts in format"
     )
+    calibration: CalibrationSummary | None = Field(
+        None, description="The confidence of speculative's selected drafts, and the fallback threshold's curve"
+    )
     settings: dict[str, object]
 
 
@@ -83,11 +88,13 @@ def summarize(
     systems: Sequence[str],
     settings: dict[str, object],
     questions: Mapping[str, EvalQuestion] | None = None,
+    confidence: ConfidenceModel | None = None,
 ) -> Summary:
     """Summary over the records that have all ``systems``.
 
     ``questions`` (the dataset by id) lets the report score every draft, not only the selected answers; without
-    it the drafts table is left out.
+    it the drafts table is left out. ``confidence`` adds the calibration section (with ``speculative`` and
+    ``standard`` among the systems).
 
     Raises:
         ValueError: No record has every system yet.
@@ -145,6 +152,7 @@ def summarize(
         curves=curves,
         ablations=ablations(rows, systems),
         drafts=draft_stats(rows, systems, questions) if questions else [],
+        calibration=calibration_summary(rows, confidence) if confidence is not None else None,
         settings=settings,
     )
 
@@ -226,7 +234,7 @@ def markdown(s: Summary) -> str:
                 f"| {c.system} | {c.baseline} | {c.accuracy_change.signed_pct()} | {drafter} "
                 f"| {c.prompt_tokens_saved.pct()} % | {c.latency_ratio:.2f} |"
             )
-    lines += _ablations(s) + _drafts(s)
+    lines += _ablations(s) + _drafts(s) + _calibration(s)
     if s.curves:
         names = list(s.curves)
         lines += _section(
@@ -257,6 +265,63 @@ def _ablations(s: Summary) -> list[str]:
         ["system", "accuracy", "Δ vs speculative"],
     )
     return lines + [f"| {a.system} | {100 * a.accuracy:.1f} | {a.change.signed_pct()} |" for a in s.ablations]
+
+
+def _calibration(s: Summary) -> list[str]:
+    c = s.calibration
+    if c is None:
+        return []
+    o = c.overall
+    auroc = f"{o.auroc:.3f}" if o.auroc is not None else "n/a"
+    lines = [
+        "",
+        "## Calibration of the confidence, and the fallback threshold",
+        "",
+        f"`{c.model}` (fitted on held-out training-pool questions, never on this set) gives each question's "
+        "selected `speculative` draft a confidence, P(correct); 0 when every draft abstained. Over all "
+        f"{o.n} questions: **ECE {o.ece:.3f}**, **AUROC {auroc}**, Brier {o.brier:.3f}; mean confidence "
+        f"{100 * o.mean_confidence:.1f} % against accuracy {100 * o.accuracy:.1f} % "
+        "(reliability diagram: `reliability.png`).",
+        "",
+        "| task | questions | ECE | AUROC | mean confidence | accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t, x in c.by_task.items():
+        lines.append(
+            f"| {t} | {x.n} | {x.ece:.3f} | {'n/a' if x.auroc is None else f'{x.auroc:.3f}'} "
+            f"| {100 * x.mean_confidence:.1f} | {100 * x.accuracy:.1f} |"
+        )
+    lines += [
+        "",
+        "Accept the draft when confidence ≥ t, else fall back to the verifier reading all passages; computed from "
+        "the `speculative` and `standard` records of these questions (the fallback's answer is standard's, and "
+        "its time standard's answer step added to speculative's). `speculative+reflect`, when in the table above, "
+        f"is the graph itself at t = {c.accept_confidence:.2f}. Curve: `fallback_curve.png`.",
+        "",
+        "| t | accuracy | drafts accepted | mean s | median s |",
+        "|---|---|---|---|---|",
+    ]
+    for p in c.curve:
+        mark = " ← default" if abs(p.threshold - c.accept_confidence) < 1e-9 else ""
+        t = "always fall back" if p.threshold > 1 else f"{p.threshold:.2f}"
+        lines.append(
+            f"| {t}{mark} | {100 * p.accuracy:.1f} | {100 * p.accepted:.0f} % | {p.mean_seconds:.1f} "
+            f"| {p.median_seconds:.1f} |"
+        )
+    lines += [
+        "",
+        f"For comparison: `speculative` {100 * c.speculative_accuracy:.1f} % at {c.speculative_mean_seconds:.1f} s "
+        f"mean, `standard` {100 * c.standard_accuracy:.1f} % at {c.standard_mean_seconds:.1f} s mean.",
+    ]
+    if c.decisions:
+        fired = ", ".join(f"{k} {v}" for k, v in c.decisions.items())
+        agrees = f"{100 * c.reflect_agrees:.0f} %" if c.reflect_agrees is not None else "n/a"
+        lines += [
+            "",
+            f"`speculative+reflect` (the graph itself): decisions {fired}; its answer is the one the curve assumes "
+            f"at t = {c.accept_confidence:.2f} for {agrees} of its questions.",
+        ]
+    return lines
 
 
 def _drafts(s: Summary) -> list[str]:

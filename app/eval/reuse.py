@@ -38,7 +38,12 @@ DRAFTING_KNOBS = frozenset(
         "use_draft_score",
         "use_self_consistency",
         "use_self_reflection",
-        "accept_threshold",
+        "accept_threshold",  # earlier runs' knob (P(Yes) threshold), replaced by accept_confidence
+        "accept_confidence",
+        "fallback",
+        "retry_on",
+        "confidence_model",
+        "selection",
         "rewrite_max_tokens",
         "max_rounds",
     }

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from app.confidence.model import ConfidenceModel, ConfidenceModelError, load_model
 from app.eval.dataset import EvalQuestion, load_questions
 from app.eval.plots import write_plots
 from app.eval.report import Summary, complete, summarize, write_summary
@@ -161,13 +162,24 @@ def _write(
     reused = sorted({n for r in rows for n, x in r.systems.items() if x.reused_from})
     if reused:
         settings["reused"] = f"{', '.join(reused)} copied from {options.reuse_from or 'an earlier run'} (--reuse-from)"
-    summary = summarize(rows, systems, settings, wanted)
+    summary = summarize(rows, systems, settings, wanted, confidence=_confidence_model(options.context, console))
     write_summary(summary, options.out)
     written = write_plots(summary, options.out)
     console.print(
         f"wrote {options.out / 'report.md'}, summary.json, results.jsonl and {', '.join(p.name for p in written)}"
     )
     return summary
+
+
+def _confidence_model(context: Context, console: Console) -> ConfidenceModel | None:
+    """The model the run's context names, for the calibration section (None: 'none', or it cannot be read)."""
+    if context.confidence_model == "none":
+        return None
+    try:
+        return load_model(context.confidence_model)
+    except ConfidenceModelError as exc:
+        console.print(f"[yellow]warning[/]: no calibration section: {exc}")
+        return None
 
 
 def _running(

@@ -4,7 +4,10 @@ Generating systems run models:
 
 * ``standard``: one answer from all top-n passages by the verifier-size model (In-Context RALM, the paper's
   baseline): the ``standard_rag`` graph.
-* ``speculative``: the full ``speculative_rag`` graph (k-means subsets, drafts, verification).
+* ``speculative``: the full ``speculative_rag`` graph (k-means subsets, drafts, verification), as in the paper:
+  the best draft is the answer (``fallback`` off).
+* ``speculative+reflect``: the default graph: the same, but reflection falls back to the verifier reading all
+  passages when the best draft's calibrated confidence is below ``accept_confidence``.
 * ``random-subsets``: the same graph with random subsets instead of clustered ones (``partition='random'``).
 * ``speculative+compress`` and ``standard+compress``: the two graphs with the ``compress`` step on (the same
   compressed passages for both, so the comparison stays fair).
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +39,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.confidence.features import DraftSignal, answer_key, vote_order
 from app.embed.protocol import Embedder
+from app.eval.metrics import parse_choice
 from app.eval.passages import PassagePool
 from app.llm.metered import MeteredModel, Usage
 from app.llm.protocol import ScoreRequest
@@ -80,6 +86,7 @@ class DraftRecord(BaseModel):
     passages: list[int] = Field(description="Indices into the question's passage pool")
     parsed: bool
     outcome: str = Field("answer", description="answer, abstain (not verified, never selected) or unparsed")
+    letter: str | None = Field(None, description="Multiple choice: the choice letter the answer names")
     draft: float | None
     draft_tokens: int
     self_consistency: float | None
@@ -108,6 +115,8 @@ class SystemResult(BaseModel):
     drafts: list[DraftRecord] = Field(default_factory=list)
     candidates: list[Candidate] = Field(default_factory=list, description="replug: the ensembled answers")
     run_id: str | None = Field(None, description="Trace id in the run's traces.sqlite (specrag trace --traces)")
+    decision: str | None = Field(None, description="Speculative graphs: reflection's last decision")
+    confidence: float | None = Field(None, description="Speculative graphs: the best draft's confidence (if computed)")
     derived_from: str | None = Field(None, description="Selection systems: the system whose drafts they re-rank")
     reused_from: str | None = Field(
         None, description="Copied from this earlier run (--reuse-from): measured there, latency included"
@@ -161,11 +170,17 @@ SELECTIONS: dict[str, Selection] = {
     "length-normalised": Selection(
         description="all three terms, ρ_draft and ρ_sc per token", changes={"score_normalization": "mean"}
     ),
+    "vote": Selection(
+        description="score-weighted vote: the answer most drafts give, weighted by exp(total)",
+        changes={"selection": "vote"},
+    ),
 }
 
 GENERATING: dict[str, str] = {
     "standard": "one answer from all top-n passages (verifier-size model)",
-    "speculative": "Speculative RAG: clustered subsets, drafts, verification",
+    "speculative": "Speculative RAG: clustered subsets, drafts, verification (the paper's; no fallback)",
+    "speculative+reflect": "Speculative RAG with calibrated reflection: low confidence falls back to the verifier "
+    "reading all passages (the default graph)",
     "speculative-base": "Speculative RAG with the base drafter (no tuned adapter)",
     "speculative-verifier-drafts": "Speculative RAG with the verifier model as drafter (reference)",
     "random-subsets": "Speculative RAG with random subsets (no clustering)",
@@ -211,6 +226,7 @@ def _record(d: DraftOut, pool_index: dict[str, int]) -> DraftRecord:
         passages=[pool_index.get(p, -1) for p in d.passage_ids],
         parsed=d.parsed,
         outcome=d.outcome,
+        letter=d.letter,
         draft=s.draft if s else None,
         draft_tokens=d.tokens.draft,
         self_consistency=s.self_consistency if s else None,
@@ -262,6 +278,8 @@ def run_graph(
         usage=models.usage(_roles(models, drafter)),
         drafts=[_record(d, index) for d in result.drafts],
         run_id=result.run_id,
+        decision=result.decision,
+        confidence=result.confidence.value if result.confidence is not None else None,
     )
 
 
@@ -344,30 +362,52 @@ def select(base: SystemResult, name: str, context: Context, rng: random.Random) 
 
 
 def pick(drafts: list[DraftRecord], context: Context, rng: random.Random | None = None) -> int | None:
-    """Index of the draft ``context``'s score terms rank first (ties: the earlier draft); a random draft with
-    ``rng``; None when there is no draft that is not an abstention (abstentions are never selected)."""
+    """Index of the draft ``context``'s score terms rank first (ties: the earlier draft), or with
+    ``selection='vote'`` the best of the answer with the largest score-weighted vote; a random draft with ``rng``;
+    None when there is no draft that is not an abstention (abstentions are never selected)."""
     answering = [i for i, d in enumerate(drafts) if d.outcome != "abstain"]
     if not answering:
         return None
     if rng is not None:
         return answering[rng.randrange(len(answering))]
+    if context.selection == "vote":
+        keys = [answer_key(draft_signal(drafts[i])) for i in answering]
+        return answering[vote_order(keys, [_total_of(drafts[i], context) for i in answering])[0]]
+    return max(answering, key=lambda i: (_total_of(drafts[i], context), -i))
 
-    def key(i: int) -> float:
-        d = drafts[i]
-        terms = [d.draft, d.self_consistency, d.self_reflection]
-        if any(t is None for t in terms):
-            return -math.inf
-        value = total(
-            d.draft or 0.0,
-            d.draft_tokens,
-            d.self_consistency or 0.0,
-            d.self_consistency_tokens,
-            d.self_reflection or 0.0,
-            context,
-        )
-        return value if math.isfinite(value) else -math.inf
 
-    return max(answering, key=lambda i: (key(i), -i))
+def _total_of(d: DraftRecord, context: Context) -> float:
+    """A recorded draft's total under ``context``'s score terms (-inf when a term is missing or not finite)."""
+    if d.draft is None or d.self_consistency is None or d.self_reflection is None:
+        return -math.inf
+    value = total(d.draft, d.draft_tokens, d.self_consistency, d.self_consistency_tokens, d.self_reflection, context)
+    return value if math.isfinite(value) else -math.inf
+
+
+_LETTER = re.compile(r"^\(?([A-Z])\)?\.?$")
+
+
+def draft_signal(d: DraftRecord, choices: dict[str, str] | None = None, *, mcq: bool = False) -> DraftSignal:
+    """A recorded draft as the confidence reads it. Records exported without the dataset's text have no choices:
+    a multiple-choice answer that is a bare letter is its letter then (the tuned drafter answers so)."""
+    outcome: Literal["answer", "abstain", "unparsed"] = (
+        "abstain" if d.outcome == "abstain" else "unparsed" if d.outcome == "unparsed" else "answer"
+    )
+    letter = d.letter
+    if letter is None and outcome != "abstain" and (choices or mcq):
+        bare = _LETTER.match(d.answer.strip())
+        letter = parse_choice(d.answer, choices) if choices else (bare.group(1) if bare else None)
+    return DraftSignal(
+        answer=d.answer,
+        outcome=outcome,
+        letter=letter,
+        draft=d.draft,
+        draft_tokens=d.draft_tokens,
+        self_consistency=d.self_consistency,
+        self_consistency_tokens=d.self_consistency_tokens,
+        self_reflection=d.self_reflection,
+        total=d.total,
+    )
 
 
 def run_system(
@@ -387,6 +427,8 @@ def run_system(
     Raises:
         KeyError: ``name`` is not a generating system.
     """
+    reflecting = context.model_copy(update={"fallback": True})
+    context = context.model_copy(update={"fallback": False})  # every other drafting system: the paper's graph
     compressed = context.model_copy(update={"compress": True})
 
     def graph(kind: Literal["speculative", "standard"], ctx: Context, **kw: Any) -> Callable[[], SystemResult]:
@@ -395,6 +437,7 @@ def run_system(
     runners: dict[str, Callable[[], SystemResult]] = {
         "standard": graph("standard", context),
         "speculative": graph("speculative", context),
+        "speculative+reflect": graph("speculative", reflecting),
         "speculative-base": graph("speculative", context, drafter="base"),
         "speculative-verifier-drafts": graph("speculative", context, drafter="verifier"),
         "random-subsets": graph("speculative", context.model_copy(update={"partition": "random"})),

@@ -198,6 +198,10 @@ class OtlpExporter:
         }
         if trace.result is not None:
             root_attrs["specrag.chosen"] = trace.result.chosen
+            root_attrs["specrag.decision"] = trace.result.decision
+            if trace.result.confidence is not None:
+                root_attrs["specrag.confidence"] = trace.result.confidence.value
+                root_attrs["specrag.confidence.model"] = trace.result.confidence.model
             if content:
                 root_attrs["specrag.answer"] = trace.result.answer
                 root_attrs["output.value"] = trace.result.answer

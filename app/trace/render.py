@@ -244,6 +244,10 @@ def _reflection(step: Step) -> Text:
     )
     if w.get("rewritten_query"):
         text.append(f' Rewritten query: "{w["rewritten_query"]}"')
+    conf = w.get("confidence")
+    if isinstance(conf, dict) and conf.get("inputs"):
+        inputs = ", ".join(f"{k} {_fmt(v, 2)}" for k, v in conf["inputs"].items())
+        text.append(f" Confidence {_fmt(conf.get('value'), 3)} ({conf.get('model', '')}) from {inputs}.")
     return text
 
 

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from graphs.state import Draft, DraftTask, Passage, Round, Scores, State, as_turn, merge_drafts
+from graphs.state import Confidence, Draft, DraftTask, Passage, Round, Scores, State, as_turn, merge_drafts
 
 
 def finite(x: float) -> float | None:
@@ -145,6 +145,8 @@ def summarize_writes(node: str, task_input: Any, update: Mapping[str, Any]) -> d
             out.update(_drafts_writes(node, state, value))
         elif channel == "rounds":
             out.update(_round_json(value[-1]) if value else {})
+        elif channel == "confidence":
+            out["confidence"] = _plain(dataclasses.asdict(value)) if isinstance(value, Confidence) else None
         else:
             out[channel] = _plain(value)
     return out

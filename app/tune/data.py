@@ -490,7 +490,7 @@ def _keep_for(question: EvalQuestion) -> Callable[[str], bool] | None:
     return lambda s: found_alias(s, question.answers) is not None
 
 
-def _select(pool: Sequence[EvalQuestion], config: DataConfig) -> dict[str, tuple[list[int], list[int]]]:
+def select_questions(pool: Sequence[EvalQuestion], config: DataConfig) -> dict[str, tuple[list[int], list[int]]]:
     """Per source: indices of the selected questions and of the distractor reservoir (disjoint, seeded)."""
     by_source: dict[str, list[int]] = defaultdict(list)
     for i, q in enumerate(pool):
@@ -510,7 +510,7 @@ def _candidates(
     """Selected questions with distractors added (nearest reservoir passages to the question, same source)."""
     rng = np.random.default_rng(config.seed + 1)
     out: list[_Candidate] = []
-    for source, (chosen, reservoir) in _select(pool, config).items():
+    for source, (chosen, reservoir) in select_questions(pool, config).items():
         progress(f"{source}: embedding {len(chosen)} questions and the distractor reservoir")
         res_passages: list[ExamplePassage] = []
         for i in reservoir:

@@ -10,7 +10,7 @@ from graphs.context import Context
 from graphs.drafting import format_passages
 from graphs.nodes.condense import reply_turn
 from graphs.scoring import rank
-from graphs.state import State
+from graphs.state import Passage, State
 
 
 def answer(state: State, context: Context, backends: Backends) -> dict[str, Any]:
@@ -21,7 +21,7 @@ def answer(state: State, context: Context, backends: Backends) -> dict[str, Any]
         ``chosen`` (index into ``drafts``, None when there is no draft), ``answer`` and ``rationale``; in a chat
         run also the assistant turn appended to ``messages``.
     """
-    ranking = rank(state.drafts)
+    ranking = rank(state.drafts, context.selection)
     if not ranking or state.drafts[ranking[0]].outcome == "abstain":
         rationale = (
             f"All {len(ranking)} drafts abstained: the retrieved documents do not contain the answer."
@@ -45,7 +45,32 @@ def standard_answer(state: State, context: Context, backends: Backends) -> dict[
         ``answer`` (first line of the completion after the 'Answer:' prefill); in a chat run also the assistant
         turn appended to ``messages``.
     """
-    prompt = prompting.load("standard_answer").chat(passages=format_passages(state.passages), question=state.question)
-    gen = backends.verifier.generate([prompt], max_tokens=context.answer_max_tokens, stop=["\n"])[0]
-    text = gen.text.strip()
+    text = _read_all(state, state.passages, context, backends)
     return {"answer": text, "rationale": "", **reply_turn(state, text)}
+
+
+def fallback(state: State, context: Context, backends: Backends) -> dict[str, Any]:
+    """The fallback of Speculative RAG (reflection's decision 'fallback'): no draft is trusted, so the verifier
+    answers from all passages as standard RAG does (:func:`fallback_passages`).
+
+    Returns:
+        ``chosen`` None, ``answer`` and an empty ``rationale``; in a chat run also the assistant turn.
+    """
+    text = _read_all(state, fallback_passages(state, context), context, backends)
+    return {"chosen": None, "answer": text, "rationale": "", **reply_turn(state, text)}
+
+
+def fallback_passages(state: State, context: Context) -> list[Passage]:
+    """What a fallback reads: this round's passages in round 0 (exactly standard RAG's, compressed when
+    ``compress`` is on); after a retry, the first ``top_n`` passages of all rounds that were not quarantined."""
+    if state.round == 0:
+        return list(state.passages)
+    quarantined = {q.passage_id for q in state.quarantined}
+    return [p for p in state.all_passages if p.id not in quarantined][: context.top_n]
+
+
+def _read_all(state: State, passages: list[Passage], context: Context, backends: Backends) -> str:
+    """The verifier's answer to the question from ``passages`` (first line after the 'Answer:' prefill)."""
+    prompt = prompting.load("standard_answer").chat(passages=format_passages(passages), question=state.question)
+    gen = backends.verifier.generate([prompt], max_tokens=context.answer_max_tokens, stop=["\n"])[0]
+    return gen.text.strip()

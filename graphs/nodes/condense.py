@@ -79,6 +79,8 @@ def _reset() -> dict[str, Any]:
         "drafts": Overwrite([]),
         "rounds": Overwrite([]),
         "chosen": None,
+        "confidence": None,
+        "decision": None,
         "answer": "",
         "rationale": "",
         "timings": Overwrite([]),

@@ -1,30 +1,46 @@
-"""reflect: accept the best draft, or rewrite the query and retrieve again (bounded by ``max_rounds``)."""
+"""reflect: accept the best draft, rewrite the query and retrieve again (bounded by ``max_rounds``), or fall back to
+the verifier answering from all passages, on the best draft's calibrated confidence."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+from app.confidence.model import load_model
 from graphs import prompting
 from graphs.backends import Backends
 from graphs.context import Context
-from graphs.scoring import decide, rank
+from graphs.nodes.answer import fallback_passages
+from graphs.scoring import confidence, decide, rank
 from graphs.state import Round, State
 
 
 def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any]:
-    """Decide on this round and record the decision, its reason and any rewritten query as a ``Round``.
+    """Decide on this round and record the decision, the confidence and reason it rests on, and any rewritten
+    query as a ``Round``.
 
     Returns:
-        ``rounds`` (one new record); on retry also the next ``round`` number and ``query``.
+        ``rounds`` (one new record), ``confidence`` and ``decision``; on retry also the next ``round`` number and
+        ``query``.
     """
-    ranking = rank(state.drafts)
+    ranking = rank(state.drafts, context.selection)
+    model = None if context.confidence_model == "none" else load_model(context.confidence_model)
+    conf = confidence(state.drafts, ranking, mcq=bool(state.choices), model=model) if model else None
     decision, reason = decide(
-        state.drafts, ranking, round_index=state.round, new_passages=len(state.passages), context=context
+        state.drafts,
+        ranking,
+        conf,
+        round_index=state.round,
+        new_passages=len(state.passages),
+        total_passages=len(fallback_passages(state, context)),
+        context=context,
     )
     rewritten = rewrite_query(state, ranking, context, backends) if decision == "retry" else ""
     if decision == "retry" and _same(rewritten, state.query or state.question):
         # Another round with the same search would retrieve nothing the drafts have not seen in spirit.
-        decision = "accept" if _answered(state, ranking) else "give_up"
+        if context.fallback and fallback_passages(state, context):
+            decision = "fallback"
+        else:
+            decision = "accept" if _answered(state, ranking) else "give_up"
         reason += f"; but the rewritten query repeats the previous one ({rewritten!r}), so no new round"
     record = Round(
         index=state.round,
@@ -36,10 +52,12 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
         decision=decision,
         reason=reason,
         rewritten_query=rewritten,
+        confidence=conf,
     )
+    update: dict[str, Any] = {"rounds": [record], "confidence": conf, "decision": decision}
     if decision == "retry":
-        return {"rounds": [record], "round": state.round + 1, "query": rewritten}
-    return {"rounds": [record]}
+        update |= {"round": state.round + 1, "query": rewritten}
+    return update
 
 
 def rewrite_query(state: State, ranking: list[int], context: Context, backends: Backends) -> str:
@@ -64,6 +82,10 @@ def _same(a: str, b: str) -> bool:
     return " ".join(a.lower().split()).strip(" ?.") == " ".join(b.lower().split()).strip(" ?.")
 
 
-def after_reflect(state: State) -> Literal["retrieve", "answer"]:
-    """Route: back to ``retrieve`` when the last round's decision was 'retry', else to ``answer``."""
-    return "retrieve" if state.rounds and state.rounds[-1].decision == "retry" else "answer"
+def after_reflect(state: State) -> Literal["retrieve", "fallback", "answer"]:
+    """Route on the last round's decision: 'retry' back to ``retrieve``, 'fallback' to ``fallback``, else
+    ``answer``."""
+    decision = state.rounds[-1].decision if state.rounds else "accept"
+    if decision == "retry":
+        return "retrieve"
+    return "fallback" if decision == "fallback" else "answer"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from graphs.context import ACCEPT_CONFIDENCE
 from tests.conftest import REPO
 from tests.environment import subprocess_env
 
@@ -113,10 +114,21 @@ def test_ask_default_rounds_records_every_decision(hotpot_store: Path, question:
         assert r["decision"] == "retry" and r["rewritten_query"]
         # a retry must search differently (the verifier once echoed the question back verbatim)
         assert r["rewritten_query"].strip().lower() != r["query"].strip().lower()
+        # the default retries only when no draft answered (retry_on='no_answer')
+        assert all(d["outcome"] == "abstain" for d in out["drafts"] if d["round"] == r["index"])
     last = out["rounds"][-1]
-    assert last["decision"] in ("accept", "give_up")
-    if last["decision"] == "give_up":  # only when every draft of the last round abstained
-        assert all(d["outcome"] == "abstain" for d in out["drafts"] if d["round"] == last["index"])
+    assert last["decision"] in ("accept", "fallback") and out["decision"] == last["decision"]
+    conf = out["confidence"]
+    assert conf == last["confidence"] and 0.0 <= conf["value"] <= 1.0 and conf["model"].startswith("specrag-confidence")
+    if last["decision"] == "accept":  # the calibrated confidence reached the default threshold
+        assert conf["value"] >= ACCEPT_CONFIDENCE and out["chosen"] == conf["draft"] and out["answer"]
+    else:  # below the threshold (or no draft answered): the verifier answered from all passages
+        assert (
+            conf["value"] < ACCEPT_CONFIDENCE
+            and out["chosen"] is None
+            and out["answer"]
+            and "all passages" in last["reason"]
+        )
     seen = [pid for r in out["rounds"] for pid in r["passage_ids"]]
     assert len(seen) == len(set(seen)), "a retry must retrieve new passages only"
 

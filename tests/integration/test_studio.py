@@ -158,7 +158,7 @@ def test_both_graphs_are_served_with_a_described_context_form(client: SyncLangGr
     context = schemas.get("context_schema") or schemas.get("config_schema")
     assert context is not None
     properties: dict[str, Any] = context["properties"]
-    assert {"top_n", "n_drafts", "per_draft", "max_rounds", "accept_threshold"} <= set(properties)
+    assert {"top_n", "n_drafts", "per_draft", "max_rounds", "accept_confidence", "fallback"} <= set(properties)
     assert all(p.get("description") for p in properties.values()), [k for k, p in properties.items() if not p]
     input_schema = schemas["input_schema"]
     assert input_schema is not None and "question" in input_schema["properties"]

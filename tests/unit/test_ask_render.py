@@ -28,7 +28,8 @@ def test_drafts_table_shows_every_score_in_full(width: int) -> None:
         store=FakeStore(emb, DOCS),
     )
     graph = speculative_rag.build(lambda ctx: backends).compile()
-    state = State(**graph.invoke(InputState(question="What is the capital of France?"), context=Context()))
+    context = Context(retry_on="low_confidence", fallback=False)  # P(Yes) 0.5: low confidence, retry, accept
+    state = State(**graph.invoke(InputState(question="What is the capital of France?"), context=context))
     result = to_result(state, graph="speculative_rag", seconds=1.0)
     console = Console(width=width, record=True, highlight=False)
     render(result, console)

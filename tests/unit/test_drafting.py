@@ -21,7 +21,7 @@ from graphs.drafting import (
 )
 from graphs.question import with_choices
 from graphs.scoring import decide, rank
-from graphs.state import Draft, InputState, Passage, Scores, State
+from graphs.state import Confidence, Draft, InputState, Passage, Scores, State
 from tests.fakes import FakeEmbedder, FakeLLM, FakeStore
 
 CHOICES = {"A": "oxygen", "B": "carbon dioxide", "C": "nitrogen", "D": "helium"}
@@ -159,11 +159,21 @@ def test_abstentions_rank_last_whatever_the_scores() -> None:
     assert rank(drafts) == [2, 1, 0]
 
 
-def test_all_abstained_retries_while_rounds_remain_then_gives_up() -> None:
+def test_all_abstained_retries_while_rounds_remain_then_falls_back() -> None:
     drafts = [make_draft(0, "abstain"), make_draft(1, "abstain")]
-    decision, reason = decide(drafts, rank(drafts), round_index=0, new_passages=10, context=Context(max_rounds=2))
+    none = Confidence(value=0.0, draft=None)
+
+    def at(round_index: int, **ctx: object) -> tuple[str, str]:
+        context = Context.model_validate({"max_rounds": 2, **ctx})
+        return decide(
+            drafts, rank(drafts), none, round_index=round_index, new_passages=10, total_passages=20, context=context
+        )
+
+    decision, reason = at(0)
     assert decision == "retry" and "abstained" in reason
-    decision, reason = decide(drafts, rank(drafts), round_index=1, new_passages=10, context=Context(max_rounds=2))
+    decision, reason = at(1)
+    assert decision == "fallback" and "2 drafts abstained" in reason
+    decision, reason = at(1, fallback=False)
     assert decision == "give_up" and "2 drafts abstained" in reason
 
 
@@ -189,7 +199,11 @@ def drafter(prompt: ChatPrompt) -> str:
 
 
 def run(
-    question: str, choices: dict[str, str], max_rounds: int = 1, docs: list[tuple[str, str]] = DOCS
+    question: str,
+    choices: dict[str, str],
+    max_rounds: int = 1,
+    docs: list[tuple[str, str]] = DOCS,
+    fallback: bool = True,
 ) -> tuple[State, FakeLLM]:
     emb = FakeEmbedder()
     verifier = FakeLLM(reply=lambda p: "plant gas", judge=lambda c: (-1.0, 0.95))
@@ -197,13 +211,14 @@ def run(
     backends = StaticBackends(drafter=FakeLLM(reply=drafter), verifier=verifier, embedder=emb, store=store)
     graph = speculative_rag.build(lambda ctx: backends).compile()
     given = InputState(question=with_choices(question, choices), choices=choices)
-    out = graph.invoke(given, context=Context(top_n=6, n_drafts=3, per_draft=2, max_rounds=max_rounds))
+    context = Context(top_n=6, n_drafts=3, per_draft=2, max_rounds=max_rounds, fallback=fallback)
+    out = graph.invoke(given, context=context)
     return State(**out), verifier
 
 
 @pytest.mark.parametrize("choices", [{}, CHOICES])
 def test_abstentions_are_not_verified_and_the_answer_comes_from_an_answering_draft(choices: dict[str, str]) -> None:
-    state, verifier = run("Which gas do plants absorb?", choices)
+    state, verifier = run("Which gas do plants absorb?", choices, fallback=False)
     outcomes = [d.outcome for d in state.drafts]
     assert "abstain" in outcomes and "answer" in outcomes
     answering = [d for d in state.drafts if d.outcome == "answer"]
@@ -216,9 +231,12 @@ def test_abstentions_are_not_verified_and_the_answer_comes_from_an_answering_dra
         assert all(d.letter == "B" for d in answering)
 
 
-def test_when_every_draft_abstains_there_is_no_answer() -> None:
+def test_when_every_draft_abstains_the_verifier_reads_all_passages_or_there_is_no_answer() -> None:
     state, verifier = run("Which gas do plants absorb?", {}, max_rounds=1, docs=DOCS[1:])  # no Leaf document
     assert state.drafts and all(d.outcome == "abstain" for d in state.drafts)
+    assert state.rounds[-1].decision == "fallback" and state.chosen is None
+    assert state.answer == "plant gas" and verifier.calls == ["generate x1"]  # no draft verified
+    state, verifier = run("Which gas do plants absorb?", {}, max_rounds=1, docs=DOCS[1:], fallback=False)
     assert state.chosen is None and state.answer == ""
     assert re.search(r"All \d drafts abstained", state.rationale)
     assert state.rounds[-1].decision == "give_up"

@@ -108,12 +108,22 @@ def test_all_systems_on_the_same_questions(dataset: Path, tmp_path: Path) -> Non
         assert record.systems["no-self-reflection"].seconds == spec.seconds
         assert len(record.curves["speculative"]) == 3 and record.curves["speculative"][-1] == spec.correct
         assert record.systems["random-subsets"].drafts  # its own drafts
+        # the default graph: accepts its best draft, or falls back to the verifier reading all passages
+        reflect = record.systems["speculative+reflect"]
+        assert reflect.decision in ("accept", "fallback") and reflect.confidence is not None
+        assert spec.decision == "accept"  # speculative never falls back
+        same = spec if reflect.decision == "accept" else std
+        assert reflect.answer == same.answer and reflect.correct == same.correct
     mcq = records["mcq-0"]
     assert mcq.systems["standard"].choice == "B" and mcq.systems["standard"].correct
-    for name in ("report.md", "summary.json", "accuracy_vs_latency.png", "accuracy_vs_drafts.png", "traces.sqlite"):
+    files = ["report.md", "summary.json", "accuracy_vs_latency.png", "accuracy_vs_drafts.png", "traces.sqlite"]
+    for name in [*files, "reliability.png", "fallback_curve.png"]:
         assert (out / name).stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "| speculative |" in report and "Accuracy against the number of drafts" in report
+    assert summary.calibration is not None and summary.calibration.overall.n == 3
+    assert "## Calibration of the confidence" in report and "always fall back" in report
+    assert sum(summary.calibration.decisions.values()) == 3 and summary.calibration.reflect_agrees == 1.0
 
 
 def test_resume_skips_done_questions_and_adds_only_missing_systems(dataset: Path, tmp_path: Path) -> None:

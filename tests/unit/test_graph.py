@@ -1,16 +1,20 @@
 """Graph logic with scripted fakes: fan-out, fan-in, scoring, selection, retry routing, bounded rounds."""
 
+import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from app.confidence.features import FEATURES
 from app.llm.protocol import ChatPrompt
 from graphs import speculative_rag, standard_rag
 from graphs.backends import StaticBackends
 from graphs.context import Context
+from graphs.result import RunResult, to_result
 from graphs.state import InputState, State
-from tests.fakes import FakeEmbedder, FakeLLM, FakeStore
+from tests.fakes import FakeEmbedder, FakeLLM, FakeStore, p_yes_confidence
 
 DOCS = [
     ("Paris", "Paris is the capital of France and its largest city."),
@@ -109,11 +113,11 @@ def test_same_seed_same_subsets_and_drafts() -> None:
 
 def test_low_support_retries_with_rewritten_query_and_new_passages_only() -> None:
     backends, store, _ = make(lambda c: (-2.0, 0.5), rewrite="Paris France capital")
-    state = run(backends, Context(max_rounds=2, top_n=5))
+    state = run(backends, Context(max_rounds=2, top_n=5, retry_on="low_confidence", fallback=False))
     assert [r.decision for r in state.rounds] == ["retry", "accept"]
     assert state.rounds[0].rewritten_query == "Paris France capital"
     assert state.rounds[1].query == "Paris France capital"
-    assert "maximum of 2" in state.rounds[1].reason
+    assert "fallback is off" in state.rounds[1].reason
     first, second = set(state.rounds[0].passage_ids), set(state.rounds[1].passage_ids)
     assert first and second and not first & second
     assert store.searches[1] == ("Paris France capital", tuple(state.rounds[0].passage_ids))
@@ -124,8 +128,8 @@ def test_low_support_retries_with_rewritten_query_and_new_passages_only() -> Non
 
 def test_max_rounds_one_never_retries() -> None:
     backends, _, _ = make(lambda c: (-2.0, 0.1))
-    state = run(backends, Context(max_rounds=1))
-    assert [r.decision for r in state.rounds] == ["accept"]
+    state = run(backends, Context(max_rounds=1, retry_on="low_confidence"))
+    assert [r.decision for r in state.rounds] == ["fallback"]
 
 
 def test_fewer_passages_than_needed() -> None:
@@ -195,7 +199,71 @@ def test_verifier_without_teacher_forcing_is_refused_never_substituted() -> None
 def test_a_rewrite_that_repeats_the_query_does_not_start_a_new_round() -> None:
     question = "What is the capital of France?"
     backends, store, _ = make(lambda c: (-2.0, 0.5), rewrite=question)
-    state = run(backends, Context(max_rounds=3), question=question)
-    assert [r.decision for r in state.rounds] == ["accept"]
+    state = run(backends, Context(max_rounds=3, retry_on="low_confidence"), question=question)
+    assert [r.decision for r in state.rounds] == ["fallback"]  # fallback off: "accept"
     assert "repeats the previous one" in state.rounds[0].reason
     assert len(store.searches) == 1
+
+
+# --- reflection on a scripted confidence: each decision, and what the run result shows -----------------------------
+
+
+def reading_verifier(prompt: ChatPrompt) -> str:
+    """The verifier's replies: 'Paris (all passages)' to the standard-answer prompt, a rewrite otherwise."""
+    return "Paris (all passages)" if prompt.prefill.strip() == "Answer:" else "capital of France"
+
+
+def decided(tmp_path: Path, p_yes: float, **ctx: object) -> tuple[State, RunResult, FakeLLM]:
+    emb = FakeEmbedder()
+    verifier = FakeLLM(reply=reading_verifier, judge=lambda c: (-2.0, p_yes))
+    backends = StaticBackends(
+        drafter=FakeLLM(reply=drafter_reply), verifier=verifier, embedder=emb, store=FakeStore(emb, DOCS)
+    )
+    context = Context.model_validate({"confidence_model": p_yes_confidence(tmp_path), "top_n": 5, **ctx})
+    state = run(backends, context)
+    return state, to_result(state, graph="speculative_rag", seconds=1.0), verifier
+
+
+def test_high_confidence_accepts_the_best_draft(tmp_path: Path) -> None:
+    state, result, _ = decided(tmp_path, 0.97)
+    assert [r.decision for r in state.rounds] == ["accept"] and result.decision == "accept"
+    assert result.confidence is not None and result.confidence.value > 0.9
+    assert result.chosen is not None and result.confidence.draft == result.chosen
+    assert result.answer == state.drafts[result.chosen].answer
+    assert set(result.confidence.inputs) == set(FEATURES) and result.confidence.model == "scripted-p-yes"
+    assert result.rounds[0].confidence == result.confidence
+
+
+def test_low_confidence_falls_back_to_the_verifier_reading_all_passages(tmp_path: Path) -> None:
+    state, result, verifier = decided(tmp_path, 0.5)
+    assert [r.decision for r in state.rounds] == ["fallback"] and result.decision == "fallback"
+    assert result.confidence is not None and result.confidence.value < 0.01
+    assert result.answer == "Paris (all passages)" and result.chosen is None and result.rationale == ""
+    assert verifier.calls[-1] == "generate x1"  # one answer from all five passages
+    assert [s.id for s in result.sources] == state.rounds[0].passage_ids
+    assert [t.node for t in state.timings][-2:] == ["reflect", "fallback"]
+    payload = json.loads(result.model_dump_json())  # what `ask --json` prints and the chat extension carries
+    assert payload["decision"] == "fallback" and 0.0 <= payload["confidence"]["value"] <= 1.0
+    assert "agreement" in payload["confidence"]["inputs"]
+
+
+def test_low_confidence_retries_when_asked_then_falls_back(tmp_path: Path) -> None:
+    state, result, _ = decided(tmp_path, 0.5, retry_on="low_confidence", max_rounds=2)
+    assert [r.decision for r in state.rounds] == ["retry", "fallback"]
+    assert state.rounds[0].rewritten_query == "capital of France"
+    assert result.answer == "Paris (all passages)"
+
+
+def test_without_fallback_low_confidence_still_accepts(tmp_path: Path) -> None:
+    state, result, _ = decided(tmp_path, 0.5, fallback=False)
+    assert result.decision == "accept" and "fallback is off" in state.rounds[0].reason
+    assert result.chosen is not None and result.answer == state.drafts[result.chosen].answer
+
+
+def test_nothing_retrieved_gives_up(tmp_path: Path) -> None:
+    emb = FakeEmbedder()
+    llm = FakeLLM(reply=lambda p: "q2")
+    backends = StaticBackends(drafter=llm, verifier=llm, embedder=emb, store=FakeStore(emb, []))
+    state = run(backends, Context(max_rounds=1, confidence_model=p_yes_confidence(tmp_path)))
+    assert [r.decision for r in state.rounds] == ["give_up"] and state.decision == "give_up"
+    assert state.confidence is not None and state.confidence.value == 0.0 and state.answer == ""

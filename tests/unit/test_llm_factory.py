@@ -77,3 +77,16 @@ def test_a_partial_model_setting_keeps_the_roles_default_model(monkeypatch: pyte
     monkeypatch.setenv("SPECRAG_DRAFTER__MODEL", "/models/other.gguf")
     monkeypatch.delenv("SPECRAG_DRAFTER__LORA")
     assert Settings().drafter.model == "/models/other.gguf" and Settings().drafter.lora == ""
+
+
+def test_the_default_drafter_is_the_tuned_adapter_on_the_base_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.models import ADAPTER_REGISTRY
+    from app.settings import DEFAULT_MODELS, Settings
+
+    for name in ("SPECRAG_DRAFTER__LORA", "SPECRAG_DRAFTER__MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert s.drafter.lora == "specrag-drafter-v2" == DEFAULT_MODELS["drafter"]["lora"]
+    assert ADAPTER_REGISTRY[s.drafter.lora].base == s.drafter.model  # trained on the default drafter model
+    monkeypatch.setenv("SPECRAG_DRAFTER__LORA", "")
+    assert Settings().drafter.lora == ""  # the base model, one setting away

@@ -103,7 +103,7 @@ def test_retrieve_sets_injected_passages_aside_and_no_model_sees_them() -> None:
         return "It is Paris.\nAnswer: Paris"
 
     backends = StaticBackends(drafter=FakeLLM(reply=reply), verifier=verifier, embedder=emb, store=store)
-    state = run(backends, Context(seed=1, max_rounds=2, accept_threshold=1.0))
+    state = run(backends, Context(seed=1, max_rounds=2, accept_confidence=1.0, retry_on="low_confidence"))
     (q,) = state.quarantined
     assert q.passage_id == "c0" and q.title == "Note" and any("instruction to ignore" in s for s in q.signals)
     assert "c0" not in [p.id for p in state.passages] and all("Atlantis" not in s for s in seen)

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from app.llm.protocol import ScoreResult
 from graphs.context import Context
 from graphs.scoring import combine, decide, rank
-from graphs.state import Draft
+from graphs.state import Confidence, Draft
 
 
 def make_draft(subset: int, logprob: float = -4.0, tokens: int = 8, round_: int = 0) -> Draft:
@@ -62,26 +62,77 @@ def scored(p_yes: float) -> list[Draft]:
     return [d]
 
 
-def test_decide_accepts_above_threshold() -> None:
-    decision, reason = decide(scored(0.9), [0], round_index=0, new_passages=10, context=Context())
-    assert decision == "accept" and "0.900" in reason
+def conf_of(drafts: list[Draft], value: float) -> Confidence:
+    """A scripted confidence for the best draft."""
+    ranking = rank(drafts)
+    answered = bool(ranking) and drafts[ranking[0]].outcome != "abstain"
+    return Confidence(value=value if answered else 0.0, draft=ranking[0] if answered else None, votes=1, model="t")
 
 
-def test_decide_retries_below_threshold_while_rounds_remain() -> None:
-    assert decide(scored(0.7), [0], round_index=0, new_passages=10, context=Context())[0] == "retry"
-    decision, reason = decide(scored(0.7), [0], round_index=1, new_passages=10, context=Context())
-    assert decision == "accept" and "maximum" in reason
-    assert decide(scored(0.7), [0], round_index=0, new_passages=10, context=Context(max_rounds=1))[0] == "accept"
+def decide_with(drafts: list[Draft], value: float, *, round_index: int = 0, **ctx: object) -> tuple[str, str]:
+    new, total = int(ctx.pop("new", 10)), int(ctx.pop("total", 10))  # type: ignore[call-overload]
+    return decide(
+        drafts,
+        rank(drafts),
+        conf_of(drafts, value),
+        round_index=round_index,
+        new_passages=new,
+        total_passages=total,
+        context=Context.model_validate(ctx),
+    )
 
 
-def test_decide_without_drafts() -> None:
-    assert decide([], [], round_index=0, new_passages=0, context=Context())[0] == "retry"
-    assert decide([], [], round_index=1, new_passages=0, context=Context())[0] == "give_up"
+def test_decide_accepts_at_or_above_the_confidence_threshold() -> None:
+    decision, reason = decide_with(scored(0.9), 0.8, accept_confidence=0.6)
+    assert decision == "accept" and "confidence 0.800 >= 0.60" in reason
+    assert decide_with(scored(0.9), 0.6, accept_confidence=0.6)[0] == "accept"
 
 
-def test_decide_accepts_when_a_retry_found_nothing_new() -> None:
-    decision, reason = decide(scored(0.5), [0], round_index=1, new_passages=0, context=Context(max_rounds=3))
-    assert decision == "accept" and "nothing new" in reason
+def test_decide_falls_back_below_the_threshold() -> None:
+    decision, reason = decide_with(scored(0.9), 0.3, accept_confidence=0.6)
+    assert decision == "fallback" and "< 0.60" in reason and "all passages" in reason
+    # without the fallback the best draft is accepted (the paper's graph)
+    decision, reason = decide_with(scored(0.9), 0.3, accept_confidence=0.6, fallback=False)
+    assert decision == "accept" and "fallback is off" in reason
+
+
+def test_decide_retries_low_confidence_only_when_asked_and_rounds_remain() -> None:
+    low = scored(0.9)
+    assert decide_with(low, 0.3, accept_confidence=0.6, max_rounds=2)[0] == "fallback"  # retry_on='no_answer'
+    assert decide_with(low, 0.3, retry_on="low_confidence", accept_confidence=0.6, max_rounds=2)[0] == "retry"
+    # the last round, or a retry that found nothing new: fall back instead
+    last = decide_with(low, 0.3, round_index=1, retry_on="low_confidence", accept_confidence=0.6, max_rounds=2)
+    assert last[0] == "fallback"
+    decision, reason = decide_with(
+        scored(0.9), 0.3, round_index=1, new=0, retry_on="low_confidence", accept_confidence=0.6, max_rounds=3
+    )
+    assert decision == "fallback" and "nothing new" in reason
+
+
+def test_decide_without_drafts_retries_then_falls_back_or_gives_up() -> None:
+    assert decide_with([], 0.0, total=0)[0] == "retry"
+    # nothing retrieved in any round: nothing to read, so give up
+    assert decide_with([], 0.0, round_index=1, new=0, total=0)[0] == "give_up"
+    decision, reason = decide_with([], 0.0, round_index=1, new=0, total=10)
+    assert decision == "fallback" and "nothing new" in reason
+    assert decide_with([], 0.0, round_index=1, new=0, total=10, fallback=False)[0] == "give_up"
+
+
+def test_decide_without_a_confidence_model_accepts_the_best_draft() -> None:
+    drafts = scored(0.2)
+    decision, reason = decide(
+        drafts, rank(drafts), None, round_index=0, new_passages=10, total_passages=10, context=Context()
+    )
+    assert decision == "accept" and "no confidence model" in reason
+
+
+def test_vote_selection_prefers_the_answer_most_drafts_give() -> None:
+    drafts = [make_draft(i) for i in range(3)]
+    for d, answer, sc in zip(drafts, ["Paris", "Lyon", "Lyon"], [-1.0, -1.5, -1.6], strict=True):
+        d.answer = answer
+        d.scores = combine(d, verified(sc, 5, 0.9), Context(), {})
+    assert rank(drafts)[0] == 0  # the best total
+    assert rank(drafts, "vote")[:2] == [1, 2]  # exp(-0.5) + exp(-0.6) > 1: Lyon's vote wins, its best draft first
 
 
 def test_context_validates_knobs() -> None:

@@ -90,7 +90,7 @@ def test_trace_holds_no_embeddings(traces: SQLiteTraceStore) -> None:
 
 def test_retry_records_two_rounds_and_the_rewritten_query(traces: SQLiteTraceStore) -> None:
     backends, _, _ = make(lambda c: (-2.0, 0.5), rewrite="Paris France capital")
-    _, trace = traced(backends, traces, Context(max_rounds=2, top_n=5))
+    _, trace = traced(backends, traces, Context(max_rounds=2, top_n=5, retry_on="low_confidence", fallback=False))
     nodes = [(s.node, s.round) for s in trace.steps]
     m = [len(s.writes["subsets"]) for s in trace.steps if s.node == "partition"]
     assert m[0] == 5 and m[1] >= 1

@@ -30,7 +30,10 @@ def db(tmp_path: Path) -> Path:
 def ok_run(db: Path) -> str:
     backends, _, _ = make(lambda c: (-2.0, 0.5), rewrite="Paris France capital")
     result = run(
-        QUESTION, Context(max_rounds=2, seed=3, top_n=5), traces=SQLiteTraceStore(db), provider=lambda ctx: backends
+        QUESTION,
+        Context(max_rounds=2, seed=3, top_n=5, retry_on="low_confidence", fallback=False),
+        traces=SQLiteTraceStore(db),
+        provider=lambda ctx: backends,
     )
     assert result.run_id
     return result.run_id
@@ -146,3 +149,14 @@ def test_error_line_carries_the_run_id_note() -> None:
         raise exc
 
     _one_line_error(runner.invoke(cmd, []), "error: backend down [run id: abc (specrag trace abc)]")
+
+
+def test_trace_shows_the_confidence_and_the_fallback(db: Path) -> None:
+    backends, _, _ = make(lambda c: (-2.0, 0.5))
+    result = run(QUESTION, Context(max_rounds=1, top_n=5), traces=SQLiteTraceStore(db), provider=lambda c: backends)
+    assert result.run_id and result.decision == "fallback"
+    done = runner.invoke(app, ["trace", result.run_id, "--traces", str(db)])
+    assert done.exit_code == 0, done.output
+    assert "reflection: fallback" in done.stdout and "Confidence 0.000 (scripted-p-yes) from agreement" in done.stdout
+    steps = [line for line in done.stdout.splitlines() if "│ fallback" in line]
+    assert steps, "the steps table lists the fallback node"

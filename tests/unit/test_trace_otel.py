@@ -82,6 +82,9 @@ def test_a_run_is_one_trace_with_a_span_per_node_and_the_drafts_scores(
         assert _a(event)["specrag.draft.rho_sc"] == pytest.approx(draft["scores"]["self_consistency"])
         assert _a(event)["specrag.draft.p_yes"] == pytest.approx(draft["scores"]["p_yes"])
     assert _a(root)["specrag.draft.4.total"] == pytest.approx(expected[4]["scores"]["total"])
+    assert trace.result is not None and trace.result.confidence is not None
+    assert _a(root)["specrag.decision"] == trace.result.decision
+    assert _a(root)["specrag.confidence"] == pytest.approx(trace.result.confidence.value)
     exporter.shutdown()
 
 

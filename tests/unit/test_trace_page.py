@@ -144,7 +144,8 @@ def test_page_has_no_external_assets(store: SQLiteTraceStore, client: TestClient
 
 
 def test_retry_shows_two_rounds_with_the_rewritten_query(store: SQLiteTraceStore, client: TestClient) -> None:
-    result = traced(store, Context(max_rounds=2, top_n=5), judge=lambda c: (-2.0, 0.5), rewrite="Paris France <b>")
+    context = Context(max_rounds=2, top_n=5, retry_on="low_confidence", fallback=False)
+    result = traced(store, context, judge=lambda c: (-2.0, 0.5), rewrite="Paris France <b>")
     html = client.get(f"/ui/runs/{result.run_id}").text
     assert 'id="round-1"' in html and 'id="round-2"' in html
     assert "decision-retry" in html and "decision-accept" in html
@@ -305,3 +306,15 @@ def test_page_and_terminal_show_each_draft_outcome(store: SQLiteTraceStore, clie
     render_trace(trace, console)
     text = console.export_text()
     assert text.count("abstained (not verified)") == 4 and "→ abstained" in text
+
+
+def test_a_fallback_shows_the_confidence_its_inputs_and_the_decision(
+    store: SQLiteTraceStore, client: TestClient
+) -> None:
+    result = traced(store, Context(max_rounds=1, top_n=5), judge=lambda c: (-2.0, 0.5))
+    assert result.decision == "fallback" and result.confidence is not None
+    html = client.get(f"/ui/runs/{result.run_id}").text
+    assert "decision-fallback" in html and "confidence-inputs" in html
+    assert f"{result.confidence.value:.3f}" in html and "scripted-p-yes" in html
+    for name in result.confidence.inputs:
+        assert f"<td>{name}</td>" in html

@@ -6,7 +6,8 @@ subsets are shown 1-based (as in ``specrag trace`` and the reflection reasons), 
 
 Score bars: ρ_draft, ρ_sc and total are natural-log scores, so their bars are scaled relative to the drafts of
 the run, linearly from the lowest (a short stub) to the highest (full width). ρ_sr is shown as P(Yes), a
-probability: its bar spans 0..1 and marks the run's ``accept_threshold``.
+probability: its bar spans 0..1 and marks the run's ``accept_threshold`` (runs before the calibrated
+confidence; a reflection now shows the confidence, its inputs and their terms).
 """
 
 from __future__ import annotations
@@ -111,6 +112,11 @@ class Reflection:
     decision: str
     reason: str
     rewritten_query: str
+    confidence: float | None = None
+    """The calibrated confidence of the best draft the decision used (None: none was computed)."""
+    confidence_model: str = ""
+    inputs: list[tuple[str, str, str]] = field(default_factory=list)
+    """(feature, value, its term in the logit), largest term first."""
 
 
 @dataclass(frozen=True)
@@ -333,15 +339,7 @@ def build_page(trace: RunTrace) -> TracePage:
             if d["round"] == r
         ]
         reflection = next(
-            (
-                Reflection(
-                    decision=str(s.writes.get("decision", "?")),
-                    reason=str(s.writes.get("reason", "")),
-                    rewritten_query=str(s.writes.get("rewritten_query", "") or ""),
-                )
-                for s in rsteps
-                if s.node == "reflect" and not s.error
-            ),
+            (_reflection(s.writes) for s in rsteps if s.node == "reflect" and not s.error),
             None,
         )
         query = next(
@@ -401,6 +399,23 @@ def build_page(trace: RunTrace) -> TracePage:
         n_drafts=len(drafts),
         accept_threshold=threshold,
         context=[(k, str(v)) for k, v in sorted(trace.context.items())],
+    )
+
+
+def _reflection(writes: dict[str, Any]) -> Reflection:
+    """A reflect step's decision, reason and the confidence (with its inputs) it rests on."""
+    found = writes.get("confidence")
+    conf: dict[str, Any] = found if isinstance(found, dict) else {}
+    inputs = conf.get("inputs") or {}
+    terms = conf.get("contributions") or {}
+    ordered = sorted(inputs, key=lambda k: -abs(_num(terms.get(k)) or 0.0))
+    return Reflection(
+        decision=str(writes.get("decision", "?")),
+        reason=str(writes.get("reason", "")),
+        rewritten_query=str(writes.get("rewritten_query", "") or ""),
+        confidence=_num(conf.get("value")),
+        confidence_model=str(conf.get("model", "")),
+        inputs=[(k, fmt(_num(inputs[k]), 3), fmt(_num(terms.get(k)), 2)) for k in ordered],
     )
 
 

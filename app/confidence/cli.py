@@ -1,0 +1,153 @@
+"""``specrag confidence``: fit the calibrated confidence that reflection acts on, and show a fitted model.
+
+``fit`` does the whole job in one command, resumable at every step: it draws the calibration set (held-out pool
+questions, never the dev set), runs ``speculative`` (no confidence, no fallback) and ``standard`` on it through the
+evaluation harness, fits the model and writes it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from app.cli_errors import CLIError, cli_errors, err_console
+
+DEFAULT_DIR = Path(".specrag/confidence")
+
+confidence_app = typer.Typer(
+    name="confidence",
+    help=(
+        "The calibrated confidence of the selected draft: P(its answer is right), from the agreement among "
+        "drafts, the verifier's scores and the margin to the runner-up. Reflection accepts the draft at or above "
+        "accept_confidence and otherwise falls back to the verifier reading all passages.\n\n"
+        "  specrag confidence fit                       # calibration set + runs + fit (resumable)\n\n"
+        "  specrag confidence show                      # the bundled model: coefficients, pool figures\n\n"
+        "  specrag ask 'question' --context accept_confidence=0.6"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@confidence_app.command(
+    help=(
+        "Fit the confidence model: draw held-out pool questions (not trained on by the drafter's adapter, never "
+        "the dev set) with retriever-like passage lists into DIR/pool.jsonl, run speculative and standard on them "
+        "(DIR/run, resumable like specrag eval: interrupt and re-run), fit a logistic regression (scikit-learn) "
+        "on the selected drafts' features, choose the acceptance threshold on the cross-validated curve, and "
+        "write the model (--model)."
+    ),
+    epilog=(
+        "[bold]Examples[/]\n\n"
+        "  specrag confidence fit --per-source 35\n\n"
+        "  specrag confidence fit --model app/confidence/specrag-confidence-v1.json --name specrag-confidence-v1"
+    ),
+)
+@cli_errors
+def fit(
+    pool: Annotated[Path | None, typer.Option(help="Training pool \\[default: SHARED/train/pool.jsonl]")] = None,
+    per_source: Annotated[int, typer.Option(min=1, help="Held-out questions per pool source.")] = 35,
+    out: Annotated[Path, typer.Option("--dir", help="Where the calibration set and runs go.")] = DEFAULT_DIR,
+    model: Annotated[Path, typer.Option("--model", help="Where the fitted model is written.")] = DEFAULT_DIR
+    / "confidence.json",
+    name: Annotated[str, typer.Option(help="Model name and version (shown in traces).")] = "specrag-confidence",
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, max=0.2, help="Accuracy the threshold may give up to accept more drafts.")
+    ] = 0.01,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Fit the confidence model (see the command help)."""
+    from app.confidence.fit import FitError, fit_model
+    from app.confidence.pool import PoolSetConfig, build_pool_set, write_pool_set
+    from app.eval.confidence import rows
+    from app.eval.runner import RESULTS, load_records
+    from app.eval.session import EvalOptions, evaluate
+    from app.settings import get_settings
+    from app.tune.data import DataError
+    from graphs.context import Context
+
+    pool = pool or get_settings().shared_dir / "train" / "pool.jsonl"
+    config = PoolSetConfig(per_source=per_source)
+    dataset = out / "pool.jsonl"
+    previous = dataset.with_suffix(".config.json")
+    if not dataset.is_file() or not previous.is_file() or json.loads(previous.read_text()) != config.model_dump():
+        err_console.print(f"drawing the calibration set ({per_source} held-out questions per source) from {pool}")
+        try:
+            write_pool_set(build_pool_set(pool, config), dataset, config)
+        except DataError as exc:
+            raise CLIError(str(exc)) from None
+    run = out / "run"
+    # The paper's graph, one round: no confidence model, no fallback. accept_confidence is not read without a model;
+    # it is pinned so that a run resumes after the default (chosen by this very fit) changes.
+    context = Context(max_rounds=1, confidence_model="none", fallback=False, accept_confidence=0.5)
+    evaluate(
+        EvalOptions(dataset=dataset, systems=["standard", "speculative"], out=run, context=context, progress=not quiet),
+        err_console,
+    )
+    data = rows(list(load_records(run / RESULTS).values()))
+    run_info = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    try:
+        fitted = fit_model(
+            data,
+            name=name,
+            tolerance=tolerance,
+            about={
+                "calibration_set": config.model_dump(),
+                "pool": str(pool),
+                "models": run_info.get("models", {}),
+                "run": str(run),
+            },
+        )
+    except FitError as exc:
+        raise CLIError(str(exc)) from None
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_text(fitted.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    _show(fitted, Console())
+    err_console.print(f"wrote {model}")
+
+
+@confidence_app.command(help="Show a confidence model: its features and coefficients, and how it was fitted.")
+@cli_errors
+def show(
+    path: Annotated[Path | None, typer.Argument(help="A model file \\[default: the bundled one]")] = None,
+) -> None:
+    """Show a confidence model."""
+    from app.confidence.model import ConfidenceModelError, load_model
+
+    try:
+        model = load_model(path or "")
+    except ConfidenceModelError as exc:
+        raise CLIError(str(exc)) from None
+    _show(model, Console())
+
+
+def _show(model: object, console: Console) -> None:
+    from app.confidence.model import ConfidenceModel
+
+    assert isinstance(model, ConfidenceModel)
+    fit = model.fit
+    cv = fit.get("cross_validated", {})
+    nan = float("nan")
+    console.print(f"[bold]{model.name}[/]  accept_confidence = {model.accept_confidence:.2f}")
+    console.print(
+        f"fitted on {fit.get('questions', '?')} calibration questions {fit.get('tasks', {})}: draft accuracy "
+        f"{fit.get('draft_accuracy', nan):.1%}, fallback (standard) {fit.get('fallback_accuracy', nan):.1%}"
+    )
+    console.print(
+        f"cross-validated: ECE {cv.get('ece', float('nan')):.3f}, AUROC {cv.get('auroc') or float('nan'):.3f}, "
+        f"Brier {cv.get('brier', float('nan')):.3f}"
+    )
+    point = fit.get("chosen_point", {})
+    if point:
+        console.print(
+            f"chosen point: accuracy {point['accuracy']:.1%}, {point['accepted']:.0%} of drafts accepted, "
+            f"mean {point['mean_seconds']:.1f} s ({fit.get('threshold_rule', '')})"
+        )
+    for feature, coef, mean, scale in zip(model.features, model.coef, model.mean, model.scale, strict=True):
+        console.print(f"  {feature:16s} coef {coef:+.3f}  (mean {mean:.3f}, sd {scale:.3f})")
+    console.print(f"  {'intercept':16s} {model.intercept:+.3f}")

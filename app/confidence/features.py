@@ -1,0 +1,115 @@
+"""The signals a selected draft's confidence is computed from: pure functions over the round's drafts.
+
+Both the graph (``graphs.nodes.reflect``) and the evaluation (over recorded drafts) describe each draft as a
+``DraftSignal`` and call :func:`confidence_inputs`, so the model fitted on evaluation records sees the same numbers
+that the graph computes at run time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from app.eval.metrics import normalize
+
+MARGIN_CAP = 20.0
+"""Margins (natural-log units of the total) above this are cut to it (a lone answer has this margin)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DraftSignal:
+    """What confidence reads of one draft (natural-log scores; None where the draft was not verified)."""
+
+    answer: str
+    outcome: Literal["answer", "abstain", "unparsed"]
+    letter: str | None = None
+    """Multiple choice: the letter the answer names (drafts agree when their letters do)."""
+    draft: float | None = None
+    draft_tokens: int = 0
+    self_consistency: float | None = None
+    self_consistency_tokens: int = 0
+    self_reflection: float | None = None
+    total: float | None = None
+
+
+class ConfidenceInputs(BaseModel):
+    """The features of the selected draft (every one is shown in the trace beside the confidence)."""
+
+    agreement: float = Field(description="Share of all drafts whose answer matches the selected one (normalised)")
+    answering: float = Field(description="Share of drafts that answered (did not abstain)")
+    p_yes: float = Field(description="The verifier's P('Yes') that the selected rationale supports its answer")
+    sc_per_token: float = Field(description="log ρ_sc of the selected draft per token (the verifier's fluency)")
+    draft_per_token: float = Field(description="log ρ_draft of the selected draft per token")
+    margin: float = Field(
+        description=f"Total of the selected draft minus the best draft with another answer (cut at {MARGIN_CAP:g})"
+    )
+    mcq: float = Field(description="1 for a multiple-choice question, else 0")
+
+    def vector(self) -> list[float]:
+        """The features in :data:`FEATURES` order."""
+        return [float(getattr(self, name)) for name in FEATURES]
+
+
+FEATURES: tuple[str, ...] = tuple(ConfidenceInputs.model_fields)
+"""Feature names, in the order a fitted model's coefficients follow."""
+
+
+def answer_key(d: DraftSignal) -> str:
+    """What two drafts must share to agree: the choice letter, else the normalised answer."""
+    return d.letter.upper() if d.letter else normalize(d.answer)
+
+
+def votes(drafts: Sequence[DraftSignal], chosen: int) -> int:
+    """Drafts (the chosen one included) that answered with the chosen draft's answer."""
+    key = answer_key(drafts[chosen])
+    return sum(1 for d in drafts if d.outcome != "abstain" and answer_key(d) == key)
+
+
+def vote_order(keys: Sequence[str], totals: Sequence[float]) -> list[int]:
+    """Positions of answering drafts ordered by the score-weighted vote of their answer, Σ exp(total − best total)
+    over the drafts that share its key, then by their own total (ties: the earlier draft). Non-finite totals weigh
+    nothing (all of them non-finite: every draft weighs 1)."""
+    finite = [t for t in totals if math.isfinite(t)]
+    top = max(finite) if finite else 0.0
+    weight: dict[str, float] = {}
+    for key, t in zip(keys, totals, strict=True):
+        w = math.exp(t - top) if finite and math.isfinite(t) else (0.0 if finite else 1.0)
+        weight[key] = weight.get(key, 0.0) + w
+    own = [t if math.isfinite(t) else -math.inf for t in totals]
+    return sorted(range(len(keys)), key=lambda i: (-weight[keys[i]], -own[i], i))
+
+
+def confidence_inputs(drafts: Sequence[DraftSignal], chosen: int, *, mcq: bool) -> ConfidenceInputs:
+    """The features of ``drafts[chosen]`` among ``drafts`` (all drafts of the run, abstentions included).
+
+    Raises:
+        ValueError: ``chosen`` is an abstention or was not verified (it has no scores).
+    """
+    best = drafts[chosen]
+    if best.outcome == "abstain" or best.total is None or best.self_reflection is None:
+        raise ValueError("the selected draft must be a verified answer")
+    n = len(drafts)
+    key = answer_key(best)
+    others = [d.total for d in drafts if d.total is not None and d.outcome != "abstain" and answer_key(d) != key]
+    finite = [t for t in others if math.isfinite(t)]
+    margin = MARGIN_CAP if not finite else min(MARGIN_CAP, max(0.0, best.total - max(finite)))
+    return ConfidenceInputs(
+        agreement=votes(drafts, chosen) / n,
+        answering=sum(1 for d in drafts if d.outcome != "abstain") / n,
+        p_yes=math.exp(best.self_reflection),
+        sc_per_token=_per_token(best.self_consistency, best.self_consistency_tokens),
+        draft_per_token=_per_token(best.draft, best.draft_tokens),
+        margin=margin if math.isfinite(margin) else 0.0,
+        mcq=1.0 if mcq else 0.0,
+    )
+
+
+def _per_token(logprob: float | None, tokens: int) -> float:
+    """Mean log-probability per token, cut at -10 (a missing or infinite score counts as -10)."""
+    if logprob is None or not math.isfinite(logprob):
+        return -10.0
+    return max(-10.0, logprob / max(tokens, 1))

@@ -1,0 +1,190 @@
+"""The confidence of the selected draft: features, the model file, calibration metrics, the fit and the threshold."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.confidence.calibration import Outcome, calibration, choose_threshold, threshold_curve
+from app.confidence.features import (
+    FEATURES,
+    MARGIN_CAP,
+    ConfidenceInputs,
+    DraftSignal,
+    confidence_inputs,
+    vote_order,
+    votes,
+)
+from app.confidence.fit import FitError, fit_model
+from app.confidence.model import BUNDLED, ConfidenceModel, ConfidenceModelError, load_model, read_model
+from app.eval.confidence import ConfidenceRow
+from graphs.context import ACCEPT_CONFIDENCE, Context
+
+
+def answer(text: str, total: float, p_yes: float = 0.9, letter: str | None = None) -> DraftSignal:
+    return DraftSignal(
+        answer=text,
+        outcome="answer",
+        letter=letter,
+        draft=-4.0,
+        draft_tokens=8,
+        self_consistency=-20.0,
+        self_consistency_tokens=10,
+        self_reflection=math.log(p_yes),
+        total=total,
+    )
+
+
+ABSTAIN = DraftSignal(answer="unknown", outcome="abstain", draft_tokens=11)
+
+
+def test_features_count_agreement_abstentions_and_the_margin_to_another_answer() -> None:
+    drafts = [answer("The Eiffel Tower", -10.0), answer("eiffel tower.", -12.0), answer("Louvre", -15.0), ABSTAIN]
+    x = confidence_inputs(drafts, 0, mcq=False)
+    assert x.agreement == pytest.approx(2 / 4)  # normalised answers match; the abstention counts in the whole
+    assert x.answering == pytest.approx(3 / 4)
+    assert x.margin == pytest.approx(5.0)  # to the best draft with another answer, not to the runner-up
+    assert x.p_yes == pytest.approx(0.9)
+    assert x.sc_per_token == pytest.approx(-2.0) and x.draft_per_token == pytest.approx(-0.5)
+    assert x.mcq == 0.0
+    assert votes(drafts, 0) == 2
+
+
+def test_a_lone_answer_has_the_capped_margin_and_letters_decide_agreement() -> None:
+    drafts = [answer("B", -3.0, letter="B"), answer("(B) ice", -4.0, letter="B"), ABSTAIN]
+    x = confidence_inputs(drafts, 0, mcq=True)
+    assert x.margin == MARGIN_CAP and x.agreement == pytest.approx(2 / 3) and x.mcq == 1.0
+
+
+def test_an_abstention_has_no_features() -> None:
+    with pytest.raises(ValueError, match="verified answer"):
+        confidence_inputs([ABSTAIN], 0, mcq=False)
+
+
+def model(coef: list[float], intercept: float = 0.0, accept: float = 0.5) -> ConfidenceModel:
+    return ConfidenceModel(
+        name="test-v0",
+        features=list(FEATURES),
+        mean=[0.0] * len(FEATURES),
+        scale=[1.0] * len(FEATURES),
+        coef=coef,
+        intercept=intercept,
+        accept_confidence=accept,
+    )
+
+
+def inputs(**kw: float) -> ConfidenceInputs:
+    base = dict.fromkeys(FEATURES, 0.0)
+    return ConfidenceInputs(**{**base, **kw})
+
+
+def test_the_model_is_a_logistic_function_of_the_standardised_features() -> None:
+    coef = [0.0] * len(FEATURES)
+    coef[FEATURES.index("agreement")] = 2.0
+    m = model(coef, intercept=-1.0)
+    assert m.predict(inputs(agreement=0.5)) == pytest.approx(0.5)
+    assert m.predict(inputs(agreement=1.0)) == pytest.approx(1 / (1 + math.exp(-1.0)))
+    assert m.contributions(inputs(agreement=1.0))["agreement"] == pytest.approx(2.0)
+
+
+def test_model_files_are_checked(tmp_path: Path) -> None:
+    good = model([0.1] * len(FEATURES))
+    path = tmp_path / "m.json"
+    path.write_text(good.model_dump_json())
+    assert read_model(path) == good
+    with pytest.raises(ConfidenceModelError, match="not found"):
+        read_model(tmp_path / "missing.json")
+    path.write_text("{not json")
+    with pytest.raises(ConfidenceModelError, match="not readable"):
+        read_model(path)
+    path.write_text(json.dumps({**good.model_dump(), "features": ["agreement"]}))
+    with pytest.raises(ConfidenceModelError, match="refit"):
+        read_model(path)
+    path.write_text(json.dumps({**good.model_dump(), "format": 99}))
+    with pytest.raises(ConfidenceModelError, match="format 99"):
+        read_model(path)
+
+
+def test_the_bundled_model_loads_and_its_threshold_is_the_context_default() -> None:
+    m = load_model(BUNDLED)
+    assert BUNDLED.is_file() and m.features == list(FEATURES)
+    assert m.accept_confidence == pytest.approx(ACCEPT_CONFIDENCE) == Context().accept_confidence
+    assert m.fit["questions"] >= 60 and "cross_validated" in m.fit  # fitted on a calibration run, not by hand
+
+
+def test_calibration_error_and_auroc_on_known_values() -> None:
+    # Two bins: 0.2 (1 of 5 right: calibrated) and 0.8 (2 of 5 right: 0.4 off) -> ECE = 0.5 * 0.4.
+    conf = [0.2] * 5 + [0.8] * 5
+    right = [True, False, False, False, False, True, True, False, False, False]
+    c = calibration(conf, right)
+    assert c.ece == pytest.approx(0.2)
+    assert c.bins[2].count == 5 and c.bins[8].accuracy == pytest.approx(0.4)
+    assert calibration([0.1, 0.2, 0.8, 0.9], [False, False, True, True]).auroc == 1.0
+    assert calibration([0.9, 0.8, 0.2, 0.1], [False, False, True, True]).auroc == 0.0
+    assert calibration([0.5, 0.6], [True, True]).auroc is None
+
+
+def test_the_threshold_curve_trades_accuracy_for_latency() -> None:
+    outs = [
+        Outcome(confidence=0.9, draft_correct=True, fallback_correct=False, draft_seconds=10, fallback_seconds=8),
+        Outcome(confidence=0.3, draft_correct=False, fallback_correct=True, draft_seconds=10, fallback_seconds=8),
+    ]
+    low, mid, always = threshold_curve(outs, [0.0, 0.5, 1.01])
+    assert (low.accuracy, low.accepted, low.mean_seconds) == (0.5, 1.0, 10.0)
+    assert (mid.accuracy, mid.accepted, mid.mean_seconds) == (1.0, 0.5, 14.0)
+    assert (always.accuracy, always.accepted, always.mean_seconds) == (0.5, 0.0, 18.0)
+    assert choose_threshold([low, mid, always]).threshold == 0.5
+    # Within the tolerance of the best, the point that accepts the most drafts wins.
+    assert choose_threshold([low, mid, always], tolerance=0.5).threshold == 0.0
+
+
+def rows(n: int, seed: int = 0) -> list[ConfidenceRow]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        agreement = float(rng.integers(1, 6)) / 5
+        right = bool(rng.random() < agreement**2)  # agreement predicts correctness
+        x = inputs(agreement=agreement, answering=1.0, p_yes=0.9, sc_per_token=-2.0, margin=float(rng.random()))
+        out.append(
+            ConfidenceRow(
+                id=f"q{i}",
+                task="short_qa",
+                inputs=x,
+                draft_correct=right,
+                fallback_correct=bool(rng.random() < 0.5),
+                draft_seconds=10.0,
+                fallback_seconds=8.0,
+                standard_seconds=9.0,
+            )
+        )
+    return out
+
+
+def test_the_fit_learns_the_signal_and_reports_cross_validated_figures() -> None:
+    m = fit_model(rows(300), name="fit-test")
+    assert m.coef[FEATURES.index("agreement")] > 0.5
+    assert m.predict(inputs(agreement=1.0, answering=1.0, p_yes=0.9, sc_per_token=-2.0)) > m.predict(
+        inputs(agreement=0.2, answering=1.0, p_yes=0.9, sc_per_token=-2.0)
+    )
+    cv = m.fit["cross_validated"]
+    assert cv["auroc"] > 0.7 and cv["ece"] < 0.15 and m.fit["questions"] == 300
+    assert 0.0 <= m.accept_confidence <= 1.01
+
+
+def test_the_fit_refuses_too_little_or_one_sided_data() -> None:
+    with pytest.raises(FitError, match="at least 20"):
+        fit_model(rows(10), name="x")
+    same = [r.model_copy(update={"draft_correct": True}) for r in rows(40)]
+    with pytest.raises(FitError, match="all right"):
+        fit_model(same, name="x")
+
+
+def test_the_vote_weighs_each_answer_by_its_drafts_scores() -> None:
+    # Paris: one draft at the best total; Lyon: two drafts 0.5 and 0.6 below it (exp(-0.5) + exp(-0.6) > 1).
+    assert vote_order(["paris", "lyon", "lyon"], [-1.0, -1.5, -1.6]) == [1, 2, 0]
+    # a clear best total outweighs two weak agreeing drafts
+    assert vote_order(["paris", "lyon", "lyon"], [-1.0, -4.0, -4.0]) == [0, 1, 2]
+    # drafts without a finite total weigh nothing while others have one
+    assert vote_order(["paris", "lyon", "lyon"], [-1.0, -math.inf, -math.inf])[0] == 0
