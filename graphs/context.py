@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ACCEPT_CONFIDENCE = 0.5
+ACCEPT_CONFIDENCE = 0.6
 """Default of ``accept_confidence``: the threshold chosen on the calibration set (``app.confidence.fit``; the
 bundled model's ``accept_confidence`` says the same, which a test checks)."""
 

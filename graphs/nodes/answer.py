@@ -61,12 +61,14 @@ def fallback(state: State, context: Context, backends: Backends) -> dict[str, An
 
 
 def fallback_passages(state: State, context: Context) -> list[Passage]:
-    """What a fallback reads: this round's passages in round 0 (exactly standard RAG's, compressed when
-    ``compress`` is on); after a retry, the first ``top_n`` passages of all rounds that were not quarantined."""
+    """What a fallback reads: this round's passages (in round 0 exactly standard RAG's, compressed when
+    ``compress`` is on); after a retry, the new round's passages first (the earlier ones lacked the answer), then
+    the earlier rounds' that were not quarantined, ``top_n`` in all."""
+    current = list(state.passages)
     if state.round == 0:
-        return list(state.passages)
-    quarantined = {q.passage_id for q in state.quarantined}
-    return [p for p in state.all_passages if p.id not in quarantined][: context.top_n]
+        return current
+    skip = {q.passage_id for q in state.quarantined} | {p.id for p in current}
+    return (current + [p for p in state.all_passages if p.id not in skip])[: context.top_n]
 
 
 def _read_all(state: State, passages: list[Passage], context: Context, backends: Backends) -> str:

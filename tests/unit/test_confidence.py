@@ -188,3 +188,47 @@ def test_the_vote_weighs_each_answer_by_its_drafts_scores() -> None:
     assert vote_order(["paris", "lyon", "lyon"], [-1.0, -4.0, -4.0]) == [0, 1, 2]
     # drafts without a finite total weigh nothing while others have one
     assert vote_order(["paris", "lyon", "lyon"], [-1.0, -math.inf, -math.inf])[0] == 0
+
+
+def test_the_calibration_set_holds_out_the_drafters_training_questions_and_the_dev_set() -> None:
+    from app.confidence.pool import PoolSetConfig, build_pool_set, held_out
+    from app.eval.dataset import load_questions
+    from app.settings import get_settings
+    from app.tune.data import DataConfig, load_pool, select_questions
+    from tests.conftest import REPO, unavailable
+
+    shared = get_settings().shared_dir
+    root = shared if shared.is_absolute() else REPO / shared
+    pool_path, dev_path = root / "train" / "pool.jsonl", root / "eval" / "dev" / "questions.jsonl"
+    if not pool_path.is_file() or not dev_path.is_file():
+        unavailable(f"shared pool or dev set not found under {root} (set SPECRAG_SHARED_DIR)")
+    config = PoolSetConfig(per_source=5, passages=8)
+    pool = load_pool(pool_path)
+    trained = select_questions(pool, DataConfig(seed=0, questions_per_source=300, distractor_reservoir=400))
+    used = {pool[i].id for chosen, reservoir in trained.values() for i in [*chosen, *reservoir]}
+    held = {pool[i].id for ids in held_out(pool, config).values() for i in ids}
+    assert held and not held & used and len(held) + len(used) == len(pool)
+    questions = build_pool_set(pool_path, config)
+    assert len(questions) == 15 and {q.id for q in questions} <= held
+    dev = {" ".join(q.question.lower().split()) for q in load_questions(dev_path)}
+    assert not {" ".join(q.question.lower().split()) for q in questions} & dev
+    for q in questions:
+        assert len(q.passages) == 8 and sum(p.origin == "own" for p in q.passages) == len(
+            next(x for x in pool if x.id == q.id).passages
+        )
+
+
+def test_confidence_show_prints_a_model_and_refuses_a_bad_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    path = tmp_path / "m.json"
+    coef = [0.0] * len(FEATURES)
+    coef[0] = 1.25
+    path.write_text(model(coef, accept=0.35).model_dump_json())
+    done = CliRunner().invoke(app, ["confidence", "show", str(path)])
+    assert done.exit_code == 0, done.output
+    assert "test-v0" in done.stdout and "accept_confidence = 0.35" in done.stdout and "+1.250" in done.stdout
+    bad = CliRunner().invoke(app, ["confidence", "show", str(tmp_path / "nope.json")])
+    assert bad.exit_code == 1 and "confidence model not found" in bad.output and "Traceback" not in bad.output

@@ -267,3 +267,11 @@ def test_nothing_retrieved_gives_up(tmp_path: Path) -> None:
     state = run(backends, Context(max_rounds=1, confidence_model=p_yes_confidence(tmp_path)))
     assert [r.decision for r in state.rounds] == ["give_up"] and state.decision == "give_up"
     assert state.confidence is not None and state.confidence.value == 0.0 and state.answer == ""
+
+
+def test_a_fallback_after_a_retry_reads_the_new_passages_first(tmp_path: Path) -> None:
+    state, result, _ = decided(tmp_path, 0.5, retry_on="low_confidence", max_rounds=2)
+    assert [r.decision for r in state.rounds] == ["retry", "fallback"]
+    first, second = state.rounds[0].passage_ids, state.rounds[1].passage_ids
+    read = [s.id for s in result.sources]
+    assert read[: len(second)] == second and set(read[len(second) :]) <= set(first) and len(read) == 5
