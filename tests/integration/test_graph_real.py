@@ -68,7 +68,11 @@ def backends(smol: LlamaCppModel, tmp_path_factory: pytest.TempPathFactory) -> S
 def state(backends: StaticBackends, smol: LlamaCppModel) -> State:
     runs_before = smol.stats.generate_runs
     graph = speculative_rag.build(lambda ctx: backends).compile()
-    final = State(**graph.invoke(InputState(question=QUESTION), context=Context(max_rounds=1, draft_max_tokens=64)))
+    final = State(
+        **graph.invoke(
+            InputState(question=QUESTION), context=Context(max_rounds=1, draft_max_tokens=64, fallback=False)
+        )
+    )
     final.__dict__["_generate_runs"] = smol.stats.generate_runs - runs_before
     return final
 
@@ -158,5 +162,6 @@ def test_trace_records_clusters_subsets_and_decision(state: State) -> None:
     r = state.rounds[0]
     assert len(r.passage_ids) == 10 and len(r.clusters) == 10 and set(r.clusters) == {0, 1}
     assert len(r.subsets) == 5 and all(len(s) == 2 for s in r.subsets)
-    assert r.decision == "accept" and "P(Yes)" in r.reason
+    assert r.decision == "accept" and "confidence" in r.reason  # fallback off: the best draft is accepted
+    assert state.confidence is not None and state.confidence.draft == state.chosen
     assert r.ranking[0] == state.chosen

@@ -145,6 +145,9 @@ def test_chat_threads_and_traces_over_the_openai_client(server: Server, env: dic
     meta = ext(first)
     assert content and meta["run_id"] and meta["thread_id"] and len(meta["drafts"]) == 5
     assert meta["sources"] and "Sources: [1] " in content
+    # the extension carries the reflection: the confidence (0-1) with its inputs, and the decision
+    assert meta["decision"] in ("accept", "fallback") and 0.0 <= meta["confidence"]["value"] <= 1.0
+    assert set(meta["confidence"]["inputs"]) >= {"agreement", "p_yes", "margin"}
 
     # one streaming completion, on a thread of its own
     chunks = list(
@@ -172,7 +175,8 @@ def test_chat_threads_and_traces_over_the_openai_client(server: Server, env: dic
     # the follow-up's trace
     trace = httpx.get(f"{server.base_url}/traces/{fmeta['run_id']}", timeout=30).json()
     nodes = [s["node"] for s in trace["steps"]]
-    assert nodes == ["condense", "retrieve", "partition", *["draft"] * 5, "verify", "reflect", "answer"]
+    last = "fallback" if fmeta["decision"] == "fallback" else "answer"
+    assert nodes == ["condense", "retrieve", "partition", *["draft"] * 5, "verify", "reflect", last]
     condense = trace["steps"][0]
     assert (
         condense["reads"]["history_turns"] == 2 and condense["writes"]["original_question"] == "And when was he born?"

@@ -173,7 +173,7 @@ def test_streamed_run_passes_every_node_and_keeps_history(client: SyncLangGraphC
         thread["thread_id"],
         "speculative_rag",
         input={"question": QUESTION},
-        context={"max_rounds": 1},
+        context={"max_rounds": 1, "fallback": False},
         stream_mode=["updates", "debug"],
     ):
         events.add(part.event.split("|")[0])
@@ -187,6 +187,9 @@ def test_streamed_run_passes_every_node_and_keeps_history(client: SyncLangGraphC
     state = client.threads.get_state(thread["thread_id"])
     assert state["next"] == [] and values(state)["answer"]
     assert len(values(state)["drafts"]) >= 1 and values(state)["chosen"] is not None
+    # Studio's state shows the reflection: the confidence with its inputs, and the decision
+    assert values(state)["decision"] == "accept" and 0.0 <= values(state)["confidence"]["value"] <= 1.0
+    assert values(state)["confidence"]["inputs"]
     history = client.threads.get_history(thread["thread_id"], limit=20)
     assert len(history) > 1
     assert {tuple(h["next"]) for h in history} >= {("verify",), ("reflect",), ("answer",)}
@@ -205,7 +208,7 @@ def test_interrupt_before_verify_and_reflect_then_resume(client: SyncLangGraphCl
             tid,
             "speculative_rag",
             input=payload,
-            context={"max_rounds": 1},
+            context={"max_rounds": 1, "fallback": False},
             interrupt_before=["verify", "reflect"],
             stream_mode="updates",
         ):

@@ -266,7 +266,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, RunResult]]:
     """(base URL, the run): a scripted run's trace served by uvicorn on a free loopback port."""
     store = SQLiteTraceStore(tmp_path / "traces.sqlite")
     backends, _, _ = make(varied_judge)
-    result = run("What is the capital of France?", Context(seed=3), traces=store, provider=lambda ctx: backends)
+    result = run(
+        "What is the capital of France?", Context(seed=3, fallback=False), traces=store, provider=lambda ctx: backends
+    )
     assert result.run_id is not None
     app = FastAPI()
     app.state.trace_store = store
