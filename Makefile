@@ -20,6 +20,15 @@ $(PY):
 	$(PY_SYS) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip>=25.1"
 
+# llama.cpp builds with -march=native. On x86-64 it is built without AMX: some virtual machines list the AMX
+# flags in /proc/cpuinfo but do not enable its tile state, and every matmul then dies in ldtilecfg
+# (general protection fault, seen 2026-12-02); the Q4_K models do not use AMX kernels. Set CMAKE_ARGS to override.
+ifeq ($(shell uname -m),x86_64)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
+export CMAKE_ARGS
+endif
+
 # Re-runs only when the dependency lists change; llama-cpp-python builds from source once (~10 min on
 # 2 cores), then pip's wheel cache makes it instant.
 $(STAMP): $(PY) pyproject.toml requirements-models.txt

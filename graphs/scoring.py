@@ -4,14 +4,14 @@ drafts (Sec. 3.3 of the paper; the confidence and the fallback are this project'
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from app.confidence.features import DraftSignal, answer_key, confidence_inputs, vote_order, votes
+from app.confidence.features import DraftSignal, QuestionSignal, answer_key, confidence_inputs, vote_order, votes
 from app.confidence.model import ConfidenceModel
 from app.llm.protocol import ScoreResult
 from graphs.context import Context
-from graphs.state import Confidence, Decision, Draft, Scores
+from graphs.state import Confidence, Decision, Draft, Passage, Scores
 
 
 def combine(draft: Draft, verified: ScoreResult, context: Context, method: dict[str, str]) -> Scores:
@@ -84,16 +84,40 @@ def signal(d: Draft) -> DraftSignal:
     )
 
 
-def confidence(drafts: Sequence[Draft], ranking: Sequence[int], *, mcq: bool, model: ConfidenceModel) -> Confidence:
-    """The calibrated confidence of the best-ranked draft (0 when no draft answered: nothing to be right)."""
+def confidence(
+    drafts: Sequence[Draft],
+    ranking: Sequence[int],
+    *,
+    mcq: bool,
+    model: ConfidenceModel,
+    question: str = "",
+    choices: Mapping[str, str] | None = None,
+    passages: Sequence[Passage] = (),
+) -> Confidence:
+    """The calibrated confidence of the best-ranked draft (0 when no draft answered: nothing to be right).
+
+    Args:
+        drafts: All drafts so far.
+        ranking: ``rank(drafts)``.
+        mcq: Whether the question is multiple choice.
+        model: The fitted confidence model.
+        question: The question as the models read it.
+        choices: Multiple choice: letter -> text.
+        passages: Every passage retrieved so far (the best draft's are looked up by id).
+    """
     if not ranking or drafts[ranking[0]].outcome == "abstain" or drafts[ranking[0]].scores is None:
         return Confidence(value=0.0, draft=None, model=model.name)
     signals = [signal(d) for d in drafts]
-    inputs = confidence_inputs(signals, ranking[0], mcq=mcq)
+    by_id = {p.id: p for p in passages}
+    read = [by_id[i] for i in drafts[ranking[0]].passage_ids if i in by_id]
+    evidence = QuestionSignal(
+        question=question, choices=dict(choices or {}), passages=[f"{p.title} {p.text}" for p in read]
+    )
+    inputs = confidence_inputs(signals, ranking[0], mcq=mcq, question=evidence)
     return Confidence(
         value=round(model.predict(inputs), 4),
         draft=ranking[0],
-        inputs={k: round(v, 4) for k, v in inputs.model_dump().items()},
+        inputs={k: round(float(getattr(inputs, k)), 4) for k in model.features},
         contributions=model.contributions(inputs),
         votes=votes(signals, ranking[0]),
         model=model.name,

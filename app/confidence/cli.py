@@ -59,9 +59,14 @@ def fit(
     tolerance: Annotated[
         float, typer.Option(min=0.0, max=0.2, help="Accuracy the threshold may give up to accept more drafts.")
     ] = 0.01,
+    features: Annotated[
+        str,
+        typer.Option(help="Comma-separated inputs the model reads (default: all; see specrag confidence show)."),
+    ] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Fit the confidence model (see the command help)."""
+    from app.confidence.features import FEATURES
     from app.confidence.fit import FitError, fit_model
     from app.confidence.pool import PoolSetConfig, build_pool_set, write_pool_set
     from app.eval.confidence import rows
@@ -71,6 +76,9 @@ def fit(
     from app.tune.data import DataError
     from graphs.context import Context
 
+    chosen = [f.strip() for f in features.split(",") if f.strip()] or list(FEATURES)
+    if unknown := [f for f in chosen if f not in FEATURES]:
+        raise CLIError(f"unknown --features {', '.join(unknown)}; choose among {', '.join(FEATURES)}")
     pool = pool or get_settings().shared_dir / "train" / "pool.jsonl"
     config = PoolSetConfig(per_source=per_source)
     dataset = out / "pool.jsonl"
@@ -95,6 +103,7 @@ def fit(
         fitted = fit_model(
             data,
             name=name,
+            features=chosen,
             tolerance=tolerance,
             about={
                 "calibration_set": config.model_dump(),

@@ -8,8 +8,8 @@ that the graph computes at run time.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -48,14 +48,43 @@ class ConfidenceInputs(BaseModel):
         description=f"Total of the selected draft minus the best draft with another answer (cut at {MARGIN_CAP:g})"
     )
     mcq: float = Field(description="1 for a multiple-choice question, else 0")
+    question_words: float = Field(
+        0.0, description="log(1 + words of the question as the models read it): long questions are compositional"
+    )
+    supported: float = Field(
+        0.0,
+        description="1 if the selected answer (for multiple choice: its choice's text) occurs, normalised and as "
+        "whole words, in the passages its draft read, else 0",
+    )
+    answer_words: float = Field(0.0, description="log(1 + words of the normalised answer, or of its choice's text)")
 
-    def vector(self) -> list[float]:
-        """The features in :data:`FEATURES` order."""
-        return [float(getattr(self, name)) for name in FEATURES]
+    def vector(self, names: Sequence[str] = ()) -> list[float]:
+        """The features named (default: all of :data:`FEATURES`), in that order."""
+        return [float(getattr(self, name)) for name in (names or FEATURES)]
 
 
 FEATURES: tuple[str, ...] = tuple(ConfidenceInputs.model_fields)
 """Feature names, in the order a fitted model's coefficients follow."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuestionSignal:
+    """What confidence reads of the question and of the evidence the selected draft saw."""
+
+    question: str
+    """The question as the models read it (with its choices for multiple choice)."""
+    choices: Mapping[str, str] = field(default_factory=dict)
+    """Multiple choice: letter -> choice text."""
+    passages: Sequence[str] = ()
+    """The texts of the passages the selected draft read (title and text)."""
+
+
+def supported(answer: str, passages: Sequence[str]) -> bool:
+    """Whether the normalised ``answer`` occurs as whole words in the normalised ``passages``."""
+    key = normalize(answer)
+    if not key:
+        return False
+    return any(f" {key} " in f" {normalize(p)} " for p in passages)
 
 
 def answer_key(d: DraftSignal) -> str:
@@ -83,8 +112,13 @@ def vote_order(keys: Sequence[str], totals: Sequence[float]) -> list[int]:
     return sorted(range(len(keys)), key=lambda i: (-weight[keys[i]], -own[i], i))
 
 
-def confidence_inputs(drafts: Sequence[DraftSignal], chosen: int, *, mcq: bool) -> ConfidenceInputs:
+def confidence_inputs(
+    drafts: Sequence[DraftSignal], chosen: int, *, mcq: bool, question: QuestionSignal | None = None
+) -> ConfidenceInputs:
     """The features of ``drafts[chosen]`` among ``drafts`` (all drafts of the run, abstentions included).
+
+    ``question`` gives the question's and the evidence's features (``question_words``, ``supported``,
+    ``answer_words``); without it they are 0 (a model fitted on them should not be used then).
 
     Raises:
         ValueError: ``chosen`` is an abstention or was not verified (it has no scores).
@@ -105,7 +139,18 @@ def confidence_inputs(drafts: Sequence[DraftSignal], chosen: int, *, mcq: bool) 
         draft_per_token=_per_token(best.draft, best.draft_tokens),
         margin=margin if math.isfinite(margin) else 0.0,
         mcq=1.0 if mcq else 0.0,
+        **(_evidence(best, question) if question is not None else {}),
     )
+
+
+def _evidence(best: DraftSignal, question: QuestionSignal) -> dict[str, float]:
+    """The question's length, and whether the evidence the draft read states its answer."""
+    text = question.choices.get(best.letter.upper(), best.answer) if best.letter else best.answer
+    return {
+        "question_words": math.log1p(len(question.question.split())),
+        "supported": 1.0 if supported(text, question.passages) else 0.0,
+        "answer_words": math.log1p(len(normalize(text).split())),
+    }
 
 
 def _per_token(logprob: float | None, tokens: int) -> float:

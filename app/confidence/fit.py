@@ -28,6 +28,7 @@ def fit_model(
     data: Sequence[ConfidenceRow],
     *,
     name: str,
+    features: Sequence[str] = FEATURES,
     c: float = 1.0,
     seed: int = 0,
     tolerance: float = 0.01,
@@ -38,23 +39,28 @@ def fit_model(
     Args:
         data: One row per calibration question (``app.eval.confidence.rows``).
         name: The model's name and version (shown in traces).
+        features: The inputs the model reads (names of ``ConfidenceInputs`` fields).
         c: Inverse regularisation strength of the logistic regression.
         seed: Seed of the cross-validation folds.
         tolerance: Accuracy (share) the threshold may give up for accepting more drafts (speed).
         about: Provenance recorded in the file (calibration set, drafter, run directory).
 
     Raises:
-        FitError: Fewer than 20 questions with a selected draft, or all of them right (or all wrong).
+        FitError: Fewer than 20 questions with a selected draft, all of them right (or all wrong), or an unknown
+            feature.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    unknown = [f for f in features if f not in FEATURES]
+    if unknown or not features:
+        raise FitError(f"unknown features {unknown}; choose among {', '.join(FEATURES)}")
     usable = [r for r in data if r.inputs is not None]
     if len(usable) < 20:
         raise FitError(f"{len(usable)} questions with a selected draft; at least 20 are needed to fit")
-    x = np.array([r.inputs.vector() for r in usable if r.inputs is not None])
+    x = np.array([r.inputs.vector(features) for r in usable if r.inputs is not None])
     y = np.array([r.draft_correct for r in usable], dtype=int)
     if y.min() == y.max():
         raise FitError("the selected drafts are all right or all wrong: nothing to calibrate")
@@ -80,7 +86,7 @@ def fit_model(
     return ConfidenceModel(
         format=FORMAT,
         name=name,
-        features=list(FEATURES),
+        features=list(features),
         mean=[float(v) for v in scaler.mean_],
         scale=[float(v) for v in scaler.scale_],
         coef=[float(v) for v in lr.coef_[0]],

@@ -35,7 +35,7 @@ class ConfidenceModel(BaseModel):
 
     format: int = Field(FORMAT, description="File format version")
     name: str = Field(description="Model name and version, shown in traces, e.g. 'specrag-confidence-v1'")
-    features: list[str] = Field(description="Feature names, in coefficient order")
+    features: list[str] = Field(description="Feature names (of ConfidenceInputs), in coefficient order")
     mean: list[float] = Field(description="Per feature: the mean removed before scaling")
     scale: list[float] = Field(description="Per feature: the standard deviation divided by")
     coef: list[float] = Field(description="Logistic-regression coefficients on the standardised features")
@@ -45,7 +45,7 @@ class ConfidenceModel(BaseModel):
 
     def predict(self, inputs: ConfidenceInputs) -> float:
         """P(the selected draft's answer is correct), 0-1."""
-        x = inputs.vector()
+        x = inputs.vector(self.features)
         z = self.intercept + sum(
             c * (v - m) / (s or 1.0) for c, v, m, s in zip(self.coef, x, self.mean, self.scale, strict=True)
         )
@@ -53,7 +53,7 @@ class ConfidenceModel(BaseModel):
 
     def contributions(self, inputs: ConfidenceInputs) -> dict[str, float]:
         """Each feature's term in the logit (how much it raised or lowered the confidence), for the trace."""
-        x = inputs.vector()
+        x = inputs.vector(self.features)
         return {
             name: round(c * (v - m) / (s or 1.0), 4)
             for name, c, v, m, s in zip(self.features, self.coef, x, self.mean, self.scale, strict=True)
@@ -75,13 +75,14 @@ def read_model(path: Path) -> ConfidenceModel:
         raise ConfidenceModelError(f"confidence model {path} is not readable: {first}") from None
     if model.format != FORMAT:
         raise ConfidenceModelError(f"confidence model {path} has format {model.format}; this code reads {FORMAT}")
-    if tuple(model.features) != FEATURES:
+    unknown = [f for f in model.features if f not in FEATURES]
+    if unknown or not model.features or len(set(model.features)) != len(model.features):
         raise ConfidenceModelError(
             f"confidence model {path} was fitted on features {model.features}, this code computes {list(FEATURES)}; "
             "refit it (specrag confidence fit)"
         )
     sizes = {len(model.mean), len(model.scale), len(model.coef)}
-    if sizes != {len(FEATURES)}:
+    if sizes != {len(model.features)}:
         raise ConfidenceModelError(f"confidence model {path}: one mean, scale and coefficient per feature expected")
     return model
 

@@ -19,10 +19,11 @@ from app.confidence.calibration import (
     calibration,
     threshold_curve,
 )
-from app.confidence.features import ConfidenceInputs, confidence_inputs
+from app.confidence.features import ConfidenceInputs, QuestionSignal, confidence_inputs
 from app.confidence.model import ConfidenceModel
 from app.eval.runner import QuestionRecord
 from app.eval.systems import SystemResult, draft_signal
+from graphs.question import with_choices
 
 SPECULATIVE = "speculative"
 """The system whose drafts the confidence is about (the paper's graph: fallback off)."""
@@ -41,7 +42,17 @@ def inputs_of(result: SystemResult, record: QuestionRecord) -> ConfidenceInputs 
         return None
     mcq = record.task == "mcq" or bool(record.choices)
     signals = [draft_signal(x, record.choices, mcq=mcq) for x in result.drafts]
-    return confidence_inputs(signals, result.chosen, mcq=mcq)
+    return confidence_inputs(signals, result.chosen, mcq=mcq, question=question_signal(record, d.passages))
+
+
+def question_signal(record: QuestionRecord, passages: Sequence[int]) -> QuestionSignal:
+    """The question as the graph read it and the texts of the pool passages at ``passages`` (a draft's)."""
+    pool = record.passages
+    return QuestionSignal(
+        question=with_choices(record.question, record.choices),
+        choices=dict(record.choices or {}),
+        passages=[f"{pool[i].title} {pool[i].text}" for i in passages if 0 <= i < len(pool)],
+    )
 
 
 class ConfidenceRow(BaseModel):

@@ -4,7 +4,9 @@
 its id, task, systems (answers, correctness, scores, tokens, timings) and curves, and drops what came from the
 dataset (question, gold answers, choices, passages). ``specrag eval`` resumes from such a copy: put it in
 ``--out`` (``cp -r DEST OUT``) and run the same command; finished questions are not redone and the report is
-built from the records as they are. Traces (``traces.sqlite``) are not copied: they hold the passages.
+built from the records with the dataset's text restored (:func:`with_data`: the question, gold answers, choices
+and the passages as the run chunked them, which the confidence's evidence features read). Traces
+(``traces.sqlite``) are not copied: they hold the passages.
 """
 
 from __future__ import annotations
@@ -13,12 +15,34 @@ import shutil
 import sys
 from pathlib import Path
 
-from app.eval.runner import RESULTS, RUN_INFO, QuestionRecord, load_records
+from app.eval.dataset import EvalQuestion
+from app.eval.runner import RESULTS, RUN_INFO, PassageOut, QuestionRecord, load_records
+from app.store.chunking import split_text
 
 
 def without_data(record: QuestionRecord) -> QuestionRecord:
     """The record with the dataset's text removed (question, gold answers, choices, passages)."""
     return record.model_copy(update={"question": "", "gold": [], "choices": None, "passages": []})
+
+
+def with_data(record: QuestionRecord, question: EvalQuestion) -> QuestionRecord:
+    """A data-free record (:func:`without_data`) with ``question``'s text restored; other records unchanged.
+
+    The passages are the dataset's, all of them chunked as ``app.eval.passages.given_pool`` chunks them; the run
+    kept the first ``top_n x max_rounds``, so the drafts' passage indices point where they pointed in the run (only
+    for runs on the dataset's passages, not ``--store``).
+    """
+    if record.question or record.id != question.id:
+        return record
+    passages = [PassageOut(title=p.title, text=t, score=p.score) for p in question.passages for t in split_text(p.text)]
+    return record.model_copy(
+        update={
+            "question": question.question,
+            "gold": question.answers,
+            "choices": question.choices,
+            "passages": passages,
+        }
+    )
 
 
 def export(out: Path, dest: Path) -> int:

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app.confidence.model import ConfidenceModel, ConfidenceModelError, load_model
 from app.eval.dataset import EvalQuestion, load_questions
+from app.eval.export import with_data
 from app.eval.plots import write_plots
 from app.eval.report import Summary, complete, summarize, write_summary
 from app.eval.reuse import prompt_hashes, reuse
@@ -112,6 +113,10 @@ def evaluate(options: EvalOptions, console: Console, models: Models | None = Non
         console.print(f"reused from {options.reuse_from}: {copied}")
         for what in reused.unchecked:
             console.print(f"[yellow]warning[/]: could not compare {what}; assumed unchanged")
+    if options.store is None:  # records copied without the dataset's text (app.eval.export) get it back
+        for q in questions:
+            if q.id in records:
+                records[q.id] = with_data(records[q.id], q)
     todo = [q for q in questions if missing(records.get(q.id), systems)]
     console.print(
         f"{len(questions)} questions × {len(systems)} systems ({', '.join(systems)}); "

@@ -24,7 +24,19 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
     """
     ranking = rank(state.drafts, context.selection)
     model = None if context.confidence_model == "none" else load_model(context.confidence_model)
-    conf = confidence(state.drafts, ranking, mcq=bool(state.choices), model=model) if model else None
+    conf = (
+        confidence(
+            state.drafts,
+            ranking,
+            mcq=bool(state.choices),
+            model=model,
+            question=state.question,
+            choices=state.choices,
+            passages=state.all_passages,
+        )
+        if model
+        else None
+    )
     decision, reason = decide(
         state.drafts,
         ranking,

@@ -13,7 +13,9 @@ from app.confidence.features import (
     MARGIN_CAP,
     ConfidenceInputs,
     DraftSignal,
+    QuestionSignal,
     confidence_inputs,
+    supported,
     vote_order,
     votes,
 )
@@ -58,6 +60,36 @@ def test_a_lone_answer_has_the_capped_margin_and_letters_decide_agreement() -> N
     assert x.margin == MARGIN_CAP and x.agreement == pytest.approx(2 / 3) and x.mcq == 1.0
 
 
+def test_evidence_features_read_the_question_and_the_passages_the_selected_draft_read() -> None:
+    drafts = [answer("The Eiffel Tower", -10.0), answer("Louvre", -15.0)]
+    q = QuestionSignal(
+        question="Which landmark was built for the 1889 World's Fair?",
+        passages=["Eiffel Tower: built for the Exposition Universelle of 1889.", "Paris has many towers."],
+    )
+    x = confidence_inputs(drafts, 0, mcq=False, question=q)
+    assert x.supported == 1.0  # 'eiffel tower' (articles and case normalised) occurs in a passage it read
+    assert x.question_words == pytest.approx(math.log1p(9)) and x.answer_words == pytest.approx(math.log1p(2))
+    assert confidence_inputs(drafts, 1, mcq=False, question=q).supported == 0.0
+    # Whole words only: 'tower' is not supported by 'towers', nor 'art' by 'party'.
+    assert not supported("tower", ["Paris has many towers."]) and not supported("art", ["a party"])
+    assert not supported("", ["anything"])
+    # Without the question, the evidence features are 0 (as a model fitted without them expects).
+    plain = confidence_inputs(drafts, 0, mcq=False)
+    assert (plain.supported, plain.question_words, plain.answer_words) == (0.0, 0.0, 0.0)
+
+
+def test_a_choice_letter_is_supported_by_its_choice_text() -> None:
+    drafts = [answer("B", -3.0, letter="B"), answer("A", -4.0, letter="A")]
+    q = QuestionSignal(
+        question="What melts? A) rock B) ice",
+        choices={"A": "rock", "B": "Ice cubes"},
+        passages=["Ice cubes melt in the sun."],
+    )
+    x = confidence_inputs(drafts, 0, mcq=True, question=q)
+    assert x.supported == 1.0 and x.answer_words == pytest.approx(math.log1p(2))
+    assert confidence_inputs(drafts, 1, mcq=True, question=q).supported == 0.0
+
+
 def test_an_abstention_has_no_features() -> None:
     with pytest.raises(ValueError, match="verified answer"):
         confidence_inputs([ABSTAIN], 0, mcq=False)
@@ -99,17 +131,34 @@ def test_model_files_are_checked(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(ConfidenceModelError, match="not readable"):
         read_model(path)
-    path.write_text(json.dumps({**good.model_dump(), "features": ["agreement"]}))
+    path.write_text(json.dumps({**good.model_dump(), "features": ["agreement", "retrieval_magic"]}))
     with pytest.raises(ConfidenceModelError, match="refit"):
+        read_model(path)
+    path.write_text(json.dumps({**good.model_dump(), "features": ["agreement"]}))  # a subset, but 1 ≠ all coefs
+    with pytest.raises(ConfidenceModelError, match="one mean, scale and coefficient"):
         read_model(path)
     path.write_text(json.dumps({**good.model_dump(), "format": 99}))
     with pytest.raises(ConfidenceModelError, match="format 99"):
         read_model(path)
 
 
+def test_a_model_may_read_a_subset_of_the_features_by_name() -> None:
+    m = ConfidenceModel(
+        name="subset",
+        features=["p_yes", "agreement"],
+        mean=[0.5, 0.0],
+        scale=[1.0, 1.0],
+        coef=[0.0, 2.0],
+        intercept=-1.0,
+        accept_confidence=0.5,
+    )
+    assert m.predict(inputs(agreement=0.5, p_yes=0.99)) == pytest.approx(0.5)
+    assert set(m.contributions(inputs(agreement=1.0))) == {"p_yes", "agreement"}
+
+
 def test_the_bundled_model_loads_and_its_threshold_is_the_context_default() -> None:
     m = load_model(BUNDLED)
-    assert BUNDLED.is_file() and m.features == list(FEATURES)
+    assert BUNDLED.is_file() and set(m.features) <= set(FEATURES)
     assert m.accept_confidence == pytest.approx(ACCEPT_CONFIDENCE) == Context().accept_confidence
     assert m.fit["questions"] >= 60 and "cross_validated" in m.fit  # fitted on a calibration run, not by hand
 
@@ -179,6 +228,14 @@ def test_the_fit_refuses_too_little_or_one_sided_data() -> None:
     same = [r.model_copy(update={"draft_correct": True}) for r in rows(40)]
     with pytest.raises(FitError, match="all right"):
         fit_model(same, name="x")
+    with pytest.raises(FitError, match="unknown features"):
+        fit_model(rows(40), name="x", features=["agreement", "luck"])
+
+
+def test_the_fit_reads_only_the_features_it_is_given() -> None:
+    m = fit_model(rows(200), name="subset", features=["agreement", "margin"])
+    assert m.features == ["agreement", "margin"] and len(m.coef) == len(m.mean) == 2
+    assert m.coef[0] > 0.5
 
 
 def test_the_vote_weighs_each_answer_by_its_drafts_scores() -> None:

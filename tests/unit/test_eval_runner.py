@@ -189,6 +189,27 @@ def test_export_drops_dataset_text_and_a_run_resumes_from_it(dataset: Path, tmp_
     assert verifier_calls[before:] == one_question
 
 
+def test_a_copied_record_gets_the_datasets_text_back_as_the_run_chunked_it(dataset: Path, tmp_path: Path) -> None:
+    from app.eval.dataset import load_questions
+
+    out = tmp_path / "run"
+    long_text = " ".join(f"word{i}" for i in range(400))  # over 250 words: the run split it into windows
+    rows = [json.loads(x) for x in dataset.read_text().splitlines()]
+    rows[0]["passages"].insert(1, {"title": "Long", "text": long_text, "score": 1.8})
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    evaluate(_options(dataset, out, ["speculative"], limit=1), Console(quiet=True), _models())
+    kept = load_records(out / RESULTS)["short_qa-0"]
+    assert kept.passages[1].text != long_text and kept.passages[1].title == "Long"  # the run chunked it
+    question = load_questions(dataset)[0]
+    restored = export.with_data(export.without_data(kept), question)
+    # Every chunk comes back; the run kept the first top_n x max_rounds, which the drafts' indices point into.
+    assert restored.passages[: len(kept.passages)] == kept.passages and len(restored.passages) > len(kept.passages)
+    assert restored.model_copy(update={"passages": kept.passages}) == kept
+    assert export.with_data(kept, question) is kept  # a record with its text is left alone
+    other = load_questions(dataset)[1]
+    assert export.with_data(export.without_data(kept), other).question == ""  # another question's text: no
+
+
 def test_export_of_a_directory_without_a_run_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert export.main([str(tmp_path), str(tmp_path / "copy")]) == 1
     assert "not a specrag eval --out directory" in capsys.readouterr().err
