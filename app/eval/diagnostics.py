@@ -6,6 +6,7 @@ Kept apart from :mod:`app.eval.report`, which formats them; both read the same p
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, Field
@@ -54,6 +55,14 @@ class DraftStats(BaseModel):
         None, description="Multiple choice: share of the drafts that did not abstain whose answer is a choice letter"
     )
     coverage: float = Field(0.0, description="Mean distinct passages the first round's drafts read, per question")
+    mcq_letters: dict[str, float] = Field(
+        default_factory=dict,
+        description="Multiple choice: share of the lettered drafts per letter (a drafter that reads the choices "
+        "spreads like the gold letters; one that always names the same position does not)",
+    )
+    mcq_gold: dict[str, float] = Field(
+        default_factory=dict, description="Multiple choice: share of the questions per gold letter"
+    )
 
 
 def ablations(rows: Sequence[QuestionRecord], systems: Sequence[str]) -> list[Ablation]:
@@ -91,6 +100,8 @@ def draft_stats(
             continue
         any_right, selected, right, parsed, total = [], [], 0, 0, 0
         abstained, mcq_answers, mcq_letters, covered = 0, 0, 0, 0
+        by_letter: Counter[str] = Counter()
+        gold: Counter[str] = Counter()
         for r in with_drafts:
             q = questions[r.id]
             drafts = r.systems[name].drafts
@@ -104,7 +115,10 @@ def draft_stats(
             abstained += len(drafts) - len(answering)
             if q.choices:
                 mcq_answers += len(answering)
-                mcq_letters += sum(choice_letter(d.answer, q.choices) is not None for d in answering)
+                letters = [choice_letter(d.answer, q.choices) for d in answering]
+                mcq_letters += sum(x is not None for x in letters)
+                by_letter.update(x for x in letters if x is not None)
+                gold.update(a.upper() for a in q.answers[:1])
             covered += len({p for d in drafts if d.round == 0 for p in d.passages})
         out.append(
             DraftStats(
@@ -119,6 +133,14 @@ def draft_stats(
                 answer_accuracy=right / max(total - abstained, 1),  # an abstention is never right
                 mcq_letter=mcq_letters / mcq_answers if mcq_answers else None,
                 coverage=covered / len(with_drafts),
+                mcq_letters=_shares(by_letter),
+                mcq_gold=_shares(gold),
             )
         )
     return out
+
+
+def _shares(counts: Counter[str]) -> dict[str, float]:
+    """Each key's share of the total, keys in order (empty for no counts)."""
+    n = sum(counts.values())
+    return {k: round(v / n, 4) for k, v in sorted(counts.items())} if n else {}

@@ -348,9 +348,22 @@ def _drafts(s: Summary) -> list[str]:
             "passages read",
         ],
     )
-    return lines + [
-        f"| {d.system} | {d.selected.pct()} | {d.oracle.pct()} | {d.drafts:.1f} | {100 * d.draft_accuracy:.1f} % "
-        f"| {100 * d.parsed:.1f} % | {100 * d.abstained:.1f} % | {100 * d.answer_accuracy:.1f} % | "
-        f"{'—' if d.mcq_letter is None else f'{100 * d.mcq_letter:.1f} %'} | {d.coverage:.1f} |"
-        for d in s.drafts
-    ]
+    return (
+        lines
+        + [
+            f"| {d.system} | {d.selected.pct()} | {d.oracle.pct()} | {d.drafts:.1f} | {100 * d.draft_accuracy:.1f} % "
+            f"| {100 * d.parsed:.1f} % | {100 * d.abstained:.1f} % | {100 * d.answer_accuracy:.1f} % | "
+            f"{'—' if d.mcq_letter is None else f'{100 * d.mcq_letter:.1f} %'} | {d.coverage:.1f} |"
+            for d in s.drafts
+        ]
+        + [
+            f"\nMultiple-choice drafts by letter ({d.system}): {_letters(d.mcq_letters)}; gold letters: "
+            f"{_letters(d.mcq_gold)}."
+            for d in s.drafts
+            if d.mcq_letters
+        ]
+    )
+
+
+def _letters(shares: dict[str, float]) -> str:
+    return ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items())

@@ -140,3 +140,24 @@ def test_drafts_are_scored_against_the_dataset_not_the_stripped_records() -> Non
     assert stats.draft_accuracy == pytest.approx(1 / 6)
     assert stats.parsed == pytest.approx(5 / 6)
     assert "| speculative | 0.0 [0.0, 0.0] | 50.0 [" in markdown(summary)
+
+
+def test_multiple_choice_drafts_are_counted_per_letter_beside_the_gold_letters() -> None:
+    """A drafter that names one position whatever the question shows up against the gold letters."""
+    choices = {"A": "Lyon", "B": "Paris", "C": "Rome"}
+    questions = {
+        f"q{i}": EvalQuestion(id=f"q{i}", question="Which?", answers=[gold], task="mcq", choices=choices)
+        for i, gold in enumerate(["B", "A"])
+    }
+    records = [
+        _drafted(i, ["C", "C", "(C) Rome"], selected="C", no_verifier=False).model_copy(update={"task": "mcq"})
+        for i in range(2)
+    ]
+    records[1].systems["speculative"].drafts[0] = _draft("A")
+    summary = summarize(records, ["standard", "speculative"], {}, questions)
+    (stats,) = summary.drafts
+    assert stats.mcq_letters == pytest.approx({"A": 1 / 6, "C": 5 / 6}, abs=1e-4)
+    assert stats.mcq_gold == {"A": 0.5, "B": 0.5}
+    assert "Multiple-choice drafts by letter (speculative): A 17 %, C 83 %; gold letters: A 50 %, B 50 %." in markdown(
+        summary
+    )
