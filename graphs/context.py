@@ -98,6 +98,14 @@ class Context(BaseModel):
             "answer with the largest score-weighted vote over drafts that give it, then its best-scored draft)."
         ),
     )
+    rotate_choices: bool = Field(
+        default=False,
+        description=(
+            "Multiple choice: the drafter of subset i sees the choice texts rotated i places under the same "
+            "letters (its letter is mapped back), so a drafter that favours one position does not make every draft "
+            "agree on it."
+        ),
+    )
     max_rounds: int = Field(
         default=2, ge=1, le=5, description="Retrieval rounds at most (1 = never rewrite the query)."
     )

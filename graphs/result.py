@@ -51,6 +51,7 @@ class DraftOut(BaseModel):
     parsed: bool
     outcome: str = Field(description="answer, abstain (not verified, ranked last) or unparsed")
     letter: str | None = Field(None, description="Multiple choice: the choice letter the answer names")
+    choice_shift: int = Field(0, description="Multiple choice: places the drafter saw the choices rotated (0: none)")
     finish_reason: str
     scores: DraftScores | None
     tokens: DraftTokens
@@ -135,6 +136,7 @@ def _draft_out(d: Draft) -> DraftOut:
         parsed=d.parsed,
         outcome=d.outcome,
         letter=d.letter,
+        choice_shift=d.choice_shift,
         finish_reason=d.finish_reason,
         scores=scores,
         tokens=DraftTokens(

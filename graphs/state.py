@@ -122,7 +122,10 @@ class Draft:
     """answer; abstain (the subset does not hold the answer: ranked last, not verified); unparsed (no readable
     answer line, or for multiple choice no choice letter: verified from its best guess)."""
     letter: str | None = None
-    """Multiple choice: the choice letter the answer names."""
+    """Multiple choice: the choice letter the answer names (of the question's own order)."""
+    choice_shift: int = 0
+    """Multiple choice with ``rotate_choices``: the drafter saw the choice texts rotated this many places (its
+    ``text`` uses the rotated letters; ``letter`` and ``answer`` are mapped back); 0: the question's order."""
     model: str = ""
     """The drafter that wrote it (``LanguageModel.name``: model, and the LoRA adapter with its sha256 prefix)."""
 

@@ -87,6 +87,7 @@ class DraftRecord(BaseModel):
     parsed: bool
     outcome: str = Field("answer", description="answer, abstain (not verified, never selected) or unparsed")
     letter: str | None = Field(None, description="Multiple choice: the choice letter the answer names")
+    choice_shift: int = Field(0, description="Multiple choice: places the drafter saw the choices rotated (0: none)")
     draft: float | None
     draft_tokens: int
     self_consistency: float | None
@@ -227,6 +228,7 @@ def _record(d: DraftOut, pool_index: dict[str, int]) -> DraftRecord:
         parsed=d.parsed,
         outcome=d.outcome,
         letter=d.letter,
+        choice_shift=d.choice_shift,
         draft=s.draft if s else None,
         draft_tokens=d.tokens.draft,
         self_consistency=s.self_consistency if s else None,

@@ -3,11 +3,13 @@ letter for multiple choice, a short span otherwise) or abstains when its passage
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from graphs.backends import Backends
 from graphs.context import Context
 from graphs.drafting import draft_prompt, format_passages, parse_reply
+from graphs.question import rotate_choices, unrotate_letter
 from graphs.state import Draft, DraftTask
 
 __all__ = ["draft", "format_passages"]
@@ -17,13 +19,23 @@ def draft(task: DraftTask, context: Context, backends: Backends) -> dict[str, An
     """Draft an answer from one subset (a ``Send`` branch; concurrent branches are batched by the backend).
 
     The prompt and the reader of the reply are ``graphs.drafting``'s (the same ones drafter tuning trains on).
+    With ``rotate_choices``, the drafter of subset i sees a multiple-choice question's choice texts rotated i
+    places under the same letters, and its letter is mapped back (``Draft.choice_shift`` records the rotation).
 
     Returns:
         ``drafts``: a one-element list (the reducer appends branches' drafts).
     """
-    prompt = draft_prompt(task.question, task.passages, task.choices)
+    question, choices, shift = task.question, task.choices, 0
+    if context.rotate_choices and task.choices:
+        rotated = rotate_choices(task.question, task.choices, task.subset)
+        if rotated is not None:
+            (question, choices), shift = rotated, task.subset % len(task.choices)
+    prompt = draft_prompt(question, task.passages, choices)
     gen = backends.drafter.generate([prompt], max_tokens=context.draft_max_tokens)[0]
-    reply = parse_reply(gen.text, task.choices)
+    reply = parse_reply(gen.text, choices)
+    if shift and reply.letter is not None:
+        letter = unrotate_letter(reply.letter, task.choices, shift)
+        reply = dataclasses.replace(reply, letter=letter, answer=letter)
     result = Draft(
         round=task.round,
         subset=task.subset,
@@ -34,6 +46,7 @@ def draft(task: DraftTask, context: Context, backends: Backends) -> dict[str, An
         parsed=reply.outcome != "unparsed",
         outcome=reply.outcome,
         letter=reply.letter,
+        choice_shift=shift,
         logprob=gen.logprob,
         tokens=gen.n_tokens,
         prompt_tokens=gen.prompt_tokens,

@@ -19,7 +19,7 @@ from graphs.drafting import (
     parse_reply,
     render_reply,
 )
-from graphs.question import with_choices
+from graphs.question import rotate_choices, unrotate_letter, with_choices
 from graphs.scoring import decide, rank
 from graphs.state import Confidence, Draft, InputState, Passage, Scores, State
 from tests.fakes import FakeEmbedder, FakeLLM, FakeStore
@@ -274,3 +274,46 @@ def test_with_more_passages_than_slots_no_passage_repeats_before_all_are_used() 
     for seed in range(10):
         used = [i for s in sample_subsets(labels, 5, seed=seed) for i in s]
         assert len(used) == len(set(used)) == 10
+
+
+def test_rotated_choices_keep_the_letters_and_map_a_letter_back() -> None:
+    choices = {"A": "oxygen", "B": "carbon dioxide", "C": "helium", "D": "neon"}
+    question = with_choices("Which gas do plants absorb?", choices)
+    rotated = rotate_choices(question, choices, 1)
+    assert rotated is not None
+    text, shown = rotated
+    assert shown == {"A": "carbon dioxide", "B": "helium", "C": "neon", "D": "oxygen"}
+    assert "A) carbon dioxide\nB) helium\nC) neon\nD) oxygen" in text and text.startswith("Which gas")
+    assert all(choices[unrotate_letter(k, choices, 1)] == v for k, v in shown.items())
+    assert rotate_choices(question, choices, 4) is None  # a full turn: the question's own order
+    assert rotate_choices("Which gas? (choices in another form)", choices, 1) is None
+
+
+def test_with_rotation_a_drafter_that_always_names_c_names_a_different_choice_per_draft() -> None:
+    """A position-biased drafter (it answers C whatever it reads) agrees with itself only without rotation."""
+    choices = {"A": "oxygen", "B": "carbon dioxide", "C": "helium", "D": "neon"}
+    emb = FakeEmbedder()
+    seen: list[str] = []
+
+    def always_c(prompt: ChatPrompt) -> str:
+        seen.append(prompt.messages[-1].content)
+        return render_reply("The documents say so.", "C")
+
+    drafter = FakeLLM(reply=always_c)
+    backends = StaticBackends(
+        drafter=drafter,
+        verifier=FakeLLM(reply=lambda p: "B", judge=lambda c: (-1.0, 0.95)),
+        embedder=emb,
+        store=FakeStore(emb, DOCS),
+    )
+    graph = speculative_rag.build(lambda ctx: backends).compile()
+    given = InputState(question=with_choices("Which gas do plants absorb?", choices), choices=choices)
+    letters = {}
+    for rotate in (False, True):
+        context = Context(top_n=6, n_drafts=3, per_draft=2, max_rounds=1, fallback=False, rotate_choices=rotate)
+        state = State(**graph.invoke(given, context=context))
+        letters[rotate] = [(d.subset, d.choice_shift, d.letter) for d in sorted(state.drafts, key=lambda d: d.subset)]
+    assert letters[False] == [(0, 0, "C"), (1, 0, "C"), (2, 0, "C")]
+    # subset i saw the texts rotated i places: its 'C' shows the text of the original letter i + 2
+    assert letters[True] == [(0, 0, "C"), (1, 1, "D"), (2, 2, "A")]
+    assert any("A) carbon dioxide" in u for u in seen) and any("A) oxygen" in u for u in seen)
