@@ -499,6 +499,16 @@ def evaluate(
             help=_knob("For the +compress systems: fraction of the passages' words kept.", "compress_target"),
         ),
     ] = None,
+    rotate_choices: Annotated[
+        bool | None,
+        typer.Option(
+            "--rotate-choices/--no-rotate-choices",
+            help=_knob(
+                "Multiple choice: each draft sees the choices rotated (its letter mapped back).", "rotate_choices"
+            ),
+            show_default=False,
+        ),
+    ] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Discard what --out holds and start afresh.")] = False,
     reuse_from: Annotated[
         Path | None,
@@ -528,6 +538,7 @@ def evaluate(
             "seed": seed,
             "score_normalization": normalization,
             "compress_target": compress_target,
+            "rotate_choices": rotate_choices,
         }
     )
 
