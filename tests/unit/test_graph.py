@@ -1,6 +1,7 @@
 """Graph logic with scripted fakes: fan-out, fan-in, scoring, selection, retry routing, bounded rounds."""
 
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -231,6 +232,9 @@ def test_high_confidence_accepts_the_best_draft(tmp_path: Path) -> None:
     assert result.chosen is not None and result.confidence.draft == result.chosen
     assert result.answer == state.drafts[result.chosen].answer
     assert set(result.confidence.inputs) == set(FEATURES) and result.confidence.model == "scripted-p-yes"
+    # The evidence inputs come from the question and the passages the chosen draft read (its answer is a title).
+    assert result.confidence.inputs["question_words"] == pytest.approx(math.log1p(6), abs=1e-4)
+    assert result.confidence.inputs["supported"] == 1.0
     assert result.rounds[0].confidence == result.confidence
 
 
