@@ -37,22 +37,21 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
         if model
         else None
     )
+    readable = fallback_passages(state, context)
     decision, reason = decide(
         state.drafts,
         ranking,
         conf,
         round_index=state.round,
         new_passages=len(state.passages),
-        total_passages=len(fallback_passages(state, context)),
+        total_passages=len(readable),
         context=context,
     )
     rewritten = rewrite_query(state, ranking, context, backends) if decision == "retry" else ""
     if decision == "retry" and _same(rewritten, state.query or state.question):
         # Another round with the same search would retrieve nothing the drafts have not seen in spirit.
-        if context.fallback and fallback_passages(state, context):
-            decision = "fallback"
-        else:
-            decision = "accept" if _answered(state, ranking) else "give_up"
+        answered = _answered(state, ranking)
+        decision = "fallback" if context.fallback and readable else "accept" if answered else "give_up"
         reason += f"; but the rewritten query repeats the previous one ({rewritten!r}), so no new round"
     record = Round(
         index=state.round,
