@@ -111,13 +111,13 @@ def confidence(
     by_id = {p.id: p for p in passages}
     read = [by_id[i] for i in drafts[ranking[0]].passage_ids if i in by_id]
     evidence = QuestionSignal(
-        question=question, choices=dict(choices or {}), passages=[f"{p.title} {p.text}" for p in read]
+        question=question, choices=dict(choices or {}), passages=[(p.title, p.text) for p in read]
     )
     inputs = confidence_inputs(signals, ranking[0], mcq=mcq, question=evidence)
     return Confidence(
         value=round(model.predict(inputs), 4),
         draft=ranking[0],
-        inputs={k: round(float(getattr(inputs, k)), 4) for k in model.features},
+        inputs={k: round(v, 4) for k, v in zip(model.features, inputs.vector(model.features), strict=True)},
         contributions=model.contributions(inputs),
         votes=votes(signals, ranking[0]),
         model=model.name,

@@ -66,7 +66,7 @@ def fit(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Fit the confidence model (see the command help)."""
-    from app.confidence.features import FEATURES
+    from app.confidence.features import FEATURES, unknown_features
     from app.confidence.fit import FitError, fit_model
     from app.confidence.pool import PoolSetConfig, build_pool_set, write_pool_set
     from app.eval.confidence import rows
@@ -77,7 +77,7 @@ def fit(
     from graphs.context import Context
 
     chosen = [f.strip() for f in features.split(",") if f.strip()] or list(FEATURES)
-    if unknown := [f for f in chosen if f not in FEATURES]:
+    if unknown := unknown_features(chosen):
         raise CLIError(f"unknown --features {', '.join(unknown)}; choose among {', '.join(FEATURES)}")
     pool = pool or get_settings().shared_dir / "train" / "pool.jsonl"
     config = PoolSetConfig(per_source=per_source)

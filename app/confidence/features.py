@@ -67,6 +67,11 @@ FEATURES: tuple[str, ...] = tuple(ConfidenceInputs.model_fields)
 """Feature names, in the order a fitted model's coefficients follow."""
 
 
+def unknown_features(names: Sequence[str]) -> list[str]:
+    """The names among ``names`` that are not :data:`FEATURES` (what a model may read)."""
+    return [n for n in names if n not in FEATURES]
+
+
 @dataclass(frozen=True, kw_only=True)
 class QuestionSignal:
     """What confidence reads of the question and of the evidence the selected draft saw."""
@@ -75,8 +80,8 @@ class QuestionSignal:
     """The question as the models read it (with its choices for multiple choice)."""
     choices: Mapping[str, str] = field(default_factory=dict)
     """Multiple choice: letter -> choice text."""
-    passages: Sequence[str] = ()
-    """The texts of the passages the selected draft read (title and text)."""
+    passages: Sequence[tuple[str, str]] = ()
+    """The passages the selected draft read, as (title, text)."""
 
 
 def supported(answer: str, passages: Sequence[str]) -> bool:
@@ -148,7 +153,7 @@ def _evidence(best: DraftSignal, question: QuestionSignal) -> dict[str, float]:
     text = question.choices.get(best.letter.upper(), best.answer) if best.letter else best.answer
     return {
         "question_words": math.log1p(len(question.question.split())),
-        "supported": 1.0 if supported(text, question.passages) else 0.0,
+        "supported": 1.0 if supported(text, [f"{title} {body}" for title, body in question.passages]) else 0.0,
         "answer_words": math.log1p(len(normalize(text).split())),
     }
 

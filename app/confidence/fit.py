@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from app.confidence.calibration import THRESHOLDS, Outcome, calibration, choose_threshold, threshold_curve
-from app.confidence.features import FEATURES
+from app.confidence.features import FEATURES, unknown_features
 from app.confidence.model import FORMAT, ConfidenceModel
 from app.eval.confidence import ConfidenceRow
 
@@ -54,7 +54,7 @@ def fit_model(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    unknown = [f for f in features if f not in FEATURES]
+    unknown = unknown_features(features)
     if unknown or not features:
         raise FitError(f"unknown features {unknown}; choose among {', '.join(FEATURES)}")
     usable = [r for r in data if r.inputs is not None]

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from app.confidence.features import FEATURES, ConfidenceInputs
+from app.confidence.features import FEATURES, ConfidenceInputs, unknown_features
 
 BUNDLED = Path(__file__).resolve().parent / "specrag-confidence-v1.json"
 """The model shipped with the project (fitted on held-out pool questions; see its ``fit`` section)."""
@@ -75,7 +75,7 @@ def read_model(path: Path) -> ConfidenceModel:
         raise ConfidenceModelError(f"confidence model {path} is not readable: {first}") from None
     if model.format != FORMAT:
         raise ConfidenceModelError(f"confidence model {path} has format {model.format}; this code reads {FORMAT}")
-    unknown = [f for f in model.features if f not in FEATURES]
+    unknown = unknown_features(model.features)
     if unknown or not model.features or len(set(model.features)) != len(model.features):
         raise ConfidenceModelError(
             f"confidence model {path} was fitted on features {model.features}, this code computes {list(FEATURES)}; "

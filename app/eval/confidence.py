@@ -51,7 +51,7 @@ def question_signal(record: QuestionRecord, passages: Sequence[int]) -> Question
     return QuestionSignal(
         question=with_choices(record.question, record.choices),
         choices=dict(record.choices or {}),
-        passages=[f"{pool[i].title} {pool[i].text}" for i in passages if 0 <= i < len(pool)],
+        passages=[(pool[i].title, pool[i].text) for i in passages if 0 <= i < len(pool)],
     )
 
 

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from app.eval.dataset import EvalQuestion
+from app.eval.passages import given_chunks
 from app.eval.runner import RESULTS, RUN_INFO, PassageOut, QuestionRecord, load_records
-from app.store.chunking import split_text
 
 
 def without_data(record: QuestionRecord) -> QuestionRecord:
@@ -28,13 +28,13 @@ def without_data(record: QuestionRecord) -> QuestionRecord:
 def with_data(record: QuestionRecord, question: EvalQuestion) -> QuestionRecord:
     """A data-free record (:func:`without_data`) with ``question``'s text restored; other records unchanged.
 
-    The passages are the dataset's, all of them chunked as ``app.eval.passages.given_pool`` chunks them; the run
-    kept the first ``top_n x max_rounds``, so the drafts' passage indices point where they pointed in the run (only
-    for runs on the dataset's passages, not ``--store``).
+    The passages are the dataset's, all of them chunked as the run chunked them (``app.eval.passages.given_chunks``);
+    the run kept the first ``top_n x max_rounds``, so the drafts' passage indices point where they pointed in the run
+    (only for runs on the dataset's passages, not ``--store``).
     """
     if record.question or record.id != question.id:
         return record
-    passages = [PassageOut(title=p.title, text=t, score=p.score) for p in question.passages for t in split_text(p.text)]
+    passages = [PassageOut(title=title, text=text, score=score) for _, title, text, score in given_chunks(question)]
     return record.model_copy(
         update={
             "question": question.question,

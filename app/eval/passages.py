@@ -70,6 +70,16 @@ class PassagePool:
         )
 
 
+def given_chunks(question: EvalQuestion) -> list[tuple[str, str, str, float | None]]:
+    """The dataset's passages for ``question`` chunked as ingest would chunk them, in order: (document id, title,
+    chunk text, the passage's score) per chunk (what :func:`given_pool` takes its first chunks from)."""
+    return [
+        (f"{question.id}#{i}", p.title, text, p.score)
+        for i, p in enumerate(question.passages)
+        for text in split_text(p.text)
+    ]
+
+
 def given_pool(question: EvalQuestion, embedder: Embedder, *, limit: int) -> PassagePool:
     """The dataset's passages for ``question``, chunked as ingest would chunk them (passages over 250 words are
     split into ~200-word windows, in order), the first ``limit`` chunks embedded (text only, as ingest does).
@@ -79,11 +89,7 @@ def given_pool(question: EvalQuestion, embedder: Embedder, *, limit: int) -> Pas
         embedder: Gives the vectors that ``partition`` clusters.
         limit: Chunks kept (top-n times the rounds a run may take).
     """
-    items: list[tuple[str, str, str, float | None]] = []
-    for i, p in enumerate(question.passages):
-        doc_id = f"{question.id}#{i}"
-        items += [(doc_id, p.title, text, p.score) for text in split_text(p.text)]
-    items = items[:limit]
+    items = given_chunks(question)[:limit]
     vectors = embedder.embed([text for _, _, text, _ in items])  # as ingest embeds chunks
     chunks = [
         Chunk(id=chunk_id(doc_id, text), doc_id=doc_id, title=title, text=text, vector=tuple(map(float, v)))

@@ -64,7 +64,7 @@ def test_evidence_features_read_the_question_and_the_passages_the_selected_draft
     drafts = [answer("The Eiffel Tower", -10.0), answer("Louvre", -15.0)]
     q = QuestionSignal(
         question="Which landmark was built for the 1889 World's Fair?",
-        passages=["Eiffel Tower: built for the Exposition Universelle of 1889.", "Paris has many towers."],
+        passages=[("", "Eiffel Tower: built for the Exposition Universelle of 1889."), ("", "Paris has many towers.")],
     )
     x = confidence_inputs(drafts, 0, mcq=False, question=q)
     assert x.supported == 1.0  # 'eiffel tower' (articles and case normalised) occurs in a passage it read
@@ -83,7 +83,7 @@ def test_a_choice_letter_is_supported_by_its_choice_text() -> None:
     q = QuestionSignal(
         question="What melts? A) rock B) ice",
         choices={"A": "rock", "B": "Ice cubes"},
-        passages=["Ice cubes melt in the sun."],
+        passages=[("", "Ice cubes melt in the sun.")],
     )
     x = confidence_inputs(drafts, 0, mcq=True, question=q)
     assert x.supported == 1.0 and x.answer_words == pytest.approx(math.log1p(2))
