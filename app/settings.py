@@ -77,10 +77,15 @@ class LLMSettings(BaseModel):
 class EmbedderSettings(BaseModel):
     """The text embedder (``SPECRAG_EMBEDDER__PROVIDER=ollama`` plus ``..__MODEL`` for an Ollama server)."""
 
-    provider: Literal["minilm", "ollama"] = Field(
-        "minilm", description="'minilm': all-MiniLM-L6-v2, offline; 'ollama': /api/embed of an Ollama server."
+    provider: Literal["minilm", "minilm-torch", "ollama"] = Field(
+        "minilm",
+        description="'minilm': all-MiniLM-L6-v2 int8 on onnxruntime, offline; 'minilm-torch': the same model on "
+        "torch (the torch extra; float32 reference vectors); 'ollama': /api/embed of an Ollama server.",
     )
     batch_size: int = Field(32, ge=1, description="Texts per embedding batch.")
+    threads: int | None = Field(
+        None, ge=1, description="minilm: onnxruntime threads (default: one per physical core)."
+    )
     model: str | None = Field(None, description="ollama: the embedding model name (e.g. 'nomic-embed-text').")
     base_url: str | None = Field(
         None, description="ollama: server URL; default $OLLAMA_HOST, else http://127.0.0.1:11434."

@@ -7,7 +7,7 @@ from functools import lru_cache
 from app.embed.protocol import Embedder
 from app.settings import EmbedderSettings, get_settings
 
-PROVIDERS = ("minilm", "ollama")
+PROVIDERS = ("minilm", "minilm-torch", "ollama")
 
 
 def make_embedder(settings: EmbedderSettings) -> Embedder:
@@ -27,7 +27,11 @@ def make_embedder(settings: EmbedderSettings) -> Embedder:
         case "minilm":
             from app.embed.minilm import MiniLMEmbedder
 
-            return MiniLMEmbedder(batch_size=settings.batch_size)
+            return MiniLMEmbedder(batch_size=settings.batch_size, threads=settings.threads)
+        case "minilm-torch":
+            from app.embed.reference import TorchMiniLMEmbedder
+
+            return TorchMiniLMEmbedder(batch_size=settings.batch_size)
         case "ollama":
             from app.embed.ollama import OllamaEmbedder
 
