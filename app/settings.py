@@ -83,9 +83,7 @@ class EmbedderSettings(BaseModel):
         "torch (the torch extra; float32 reference vectors); 'ollama': /api/embed of an Ollama server.",
     )
     batch_size: int = Field(32, ge=1, description="Texts per embedding batch.")
-    threads: int | None = Field(
-        None, ge=1, description="minilm: onnxruntime threads (default: one per physical core)."
-    )
+    threads: int | None = Field(None, ge=1, description="minilm: onnxruntime threads (default: one per physical core).")
     model: str | None = Field(None, description="ollama: the embedding model name (e.g. 'nomic-embed-text').")
     base_url: str | None = Field(
         None, description="ollama: server URL; default $OLLAMA_HOST, else http://127.0.0.1:11434."
