@@ -242,6 +242,11 @@ class Settings(BaseSettings):
         Path("../shared"), description="Shared evaluation data (eval/dev/...), used by tests and eval."
     )
 
+    @property
+    def dev_dir(self) -> Path:
+        """``<shared_dir>/eval/dev``, absolute (a relative ``shared_dir`` is taken from the working directory)."""
+        return self.shared_dir.absolute() / "eval" / "dev"
+
     @model_validator(mode="before")
     @classmethod
     def _complete_models(cls, data: Any) -> Any:

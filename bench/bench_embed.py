@@ -65,12 +65,6 @@ class Run:
     questions: list[Vectors] = field(default_factory=list)
 
 
-def dev_dir() -> Path:
-    """``<shared>/eval/dev`` from the settings."""
-    shared = get_settings().shared_dir
-    return (shared if shared.is_absolute() else Path.cwd() / shared) / "eval/dev"
-
-
 def read_corpus(path: Path, limit: int) -> list[str]:
     """The non-empty passage texts of a corpus file (the first ``limit``; 0: all)."""
     texts = [t for line in path.open(encoding="utf-8") if (t := json.loads(line)["text"].strip())]
@@ -103,6 +97,11 @@ def embed_all(runs: Sequence[Run], corpora: dict[str, list[str]], questions: lis
             sys.stderr.write(f"  batch {step + 1}/{len(jobs)}\n")
 
 
+def every_vector(run: Run) -> Vectors:
+    """All of a run's vectors in one order: each corpus' passages (in :data:`CORPORA` order), then the questions."""
+    return np.concatenate([*(np.concatenate(run.passages[name]) for name in CORPORA), *run.questions])
+
+
 def top_k(query: Vectors, corpus: Vectors) -> list[set[int]]:
     """Indices of each query row's top-K corpus rows (exact cosine: rows are unit length)."""
     scores = query @ corpus.T
@@ -116,30 +115,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="texts per embed call (default: %(default)s)")
     parser.add_argument("--onnx", type=Path, action="append", default=[], help="an extra ONNX candidate to compare")
     args = parser.parse_args(argv)
-    directory = dev_dir()
+    directory = get_settings().dev_dir
     corpora = {name: read_corpus(directory / file, args.limit) for name, file in CORPORA.items()}
     questions = read_questions(directory / "questions.jsonl")
     runs = [Run("torch (reference)", TorchMiniLMEmbedder(batch_size=args.batch_size))]
-    runs.append(Run("onnx int8 (runtime)", MiniLMEmbedder(batch_size=args.batch_size)))
-    runs += [Run(f"onnx {p.name}", MiniLMEmbedder(batch_size=args.batch_size, onnx_path=p)) for p in args.onnx]
+    runs.append(Run("onnx int8 (runtime)", MiniLMEmbedder()))
+    runs += [Run(f"onnx {p.name}", MiniLMEmbedder(onnx_path=p)) for p in args.onnx]
     n_passages = sum(len(t) for t in corpora.values())
     sys.stderr.write(f"{n_passages} passages, {len(questions)} questions, {len(runs)} embedders\n")
     embed_all(runs, corpora, [q.text for q in questions], args.batch_size)
 
     ref = runs[0]
+    ref_vectors = every_vector(ref)
     ref_top: dict[str, list[set[int]]] = {}
     print(f"| embedder | passages/s | × torch | cosine min / p1 / mean | top-{K} overlap | answer hit@{K} |")
     print("|---|---|---|---|---|---|")
     for run in runs:
         passages = {name: np.concatenate(parts) for name, parts in run.passages.items()}
         qvecs = np.concatenate(run.questions)
-        ref_p = np.concatenate([np.concatenate(ref.passages[n]) for n in CORPORA])
-        cos = np.concatenate(
-            [
-                (np.concatenate([passages[n] for n in CORPORA]) * ref_p).sum(1),
-                (qvecs * np.concatenate(ref.questions)).sum(1),
-            ]
-        )
+        cos = (every_vector(run) * ref_vectors).sum(1)
         overlaps: list[float] = []
         hits: list[bool] = []
         for name in CORPORA:

@@ -25,7 +25,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -103,15 +102,9 @@ class DraftCase:
         return [draft_prompt(self.question, [self.passages[i] for i in s], self.choices) for s in self.subsets]
 
 
-def dev_dir() -> Path:
-    """``<shared>/eval/dev`` from the settings."""
-    shared = get_settings().shared_dir
-    return (shared if shared.is_absolute() else Path.cwd() / shared) / "eval/dev"
-
-
 def dev_question(task: str, index: int) -> dict[str, Any]:
     """The ``index``-th question of ``task`` in the shared dev questions (file order)."""
-    path = dev_dir() / "questions.jsonl"
+    path = get_settings().dev_dir / "questions.jsonl"
     if not path.is_file():
         sys.exit(f"no dev questions at {path} (set SPECRAG_SHARED_DIR)")
     with open(path, encoding="utf-8") as f:

@@ -61,12 +61,6 @@ K = 10
 WARM_UP = 3
 
 
-def dev_dir() -> Path:
-    """``<shared>/eval/dev`` from the settings."""
-    shared = get_settings().shared_dir
-    return (shared if shared.is_absolute() else Path.cwd() / shared) / "eval/dev"
-
-
 def log(message: str) -> None:
     """Progress on stderr (the results go to stdout)."""
     sys.stderr.write(message + "\n")
@@ -310,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path(".specrag/bench"))
     args = parser.parse_args(argv)
 
-    dev = dev_dir()
+    dev = get_settings().dev_dir
     embedder = get_embedder(get_settings().embedder)
     passages = real_passages(dev, args.base)
     if args.chunks < len(passages):

@@ -23,8 +23,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from app.embed.minilm import ONNX_PATH, MiniLMEmbedder, file_sha256, model_dir
+from app.embed.minilm import ONNX_PATH, MiniLMEmbedder, model_dir
 from app.embed.reference import TORCH_EXTRA_HINT, TorchMiniLMEmbedder, load_sentence_transformer
+from app.models import sha256_file
 
 MIN_COSINE = 0.99
 """The lowest cosine to the torch vectors an export may have on the check texts."""
@@ -134,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             fp32.replace(produced)
         else:
             quantize_int8(fp32, produced)
-        low, mean = compare(produced, check_texts())
-        sys.stderr.write(f"cosine to the torch model on {len(check_texts())} texts: min {low:.5f}, mean {mean:.5f}\n")
+        texts = check_texts()
+        low, mean = compare(produced, texts)
+        sys.stderr.write(f"cosine to the torch model on {len(texts)} texts: min {low:.5f}, mean {mean:.5f}\n")
         if low < MIN_COSINE:
             sys.stderr.write(f"error: the export is refused: min cosine {low:.5f} < {MIN_COSINE}\n")
             return 1
         produced.replace(args.out)
-    sys.stdout.write(f"{file_sha256(args.out)}  {args.out}\n")
+    sys.stdout.write(f"{sha256_file(args.out)}  {args.out}\n")
     return 0
 
 

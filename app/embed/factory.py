@@ -27,7 +27,7 @@ def make_embedder(settings: EmbedderSettings) -> Embedder:
         case "minilm":
             from app.embed.minilm import MiniLMEmbedder
 
-            return MiniLMEmbedder(batch_size=settings.batch_size, threads=settings.threads)
+            return MiniLMEmbedder(threads=settings.threads)
         case "minilm-torch":
             from app.embed.reference import TorchMiniLMEmbedder
 

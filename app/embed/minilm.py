@@ -17,7 +17,6 @@ cosine stated in the model card, so stores built with either keep working (both 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import threading
@@ -27,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+from app.models import sha256_file
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -71,13 +72,9 @@ def model_dir() -> Path:
     )
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file, read in 8 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(8 * 1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
+def model_dim(directory: Path) -> int:
+    """The vector dimension (``hidden_size``) in the model directory's ``config.json``."""
+    return int(json.loads((directory / "config.json").read_text(encoding="utf-8"))["hidden_size"])
 
 
 def load_tokenizer(directory: Path) -> Tokenizer:
@@ -121,7 +118,6 @@ class MiniLMEmbedder:
     ``config.json``) are cheap: opening a store or printing its stats loads nothing.
 
     Args:
-        batch_size: Accepted for the settings' sake; texts always run one per call (see the module docstring).
         threads: onnxruntime intra-op threads (None: one per physical core).
         model_path: Override the tokenizer/config directory (defaults to the packaged one).
         onnx_path: Another ONNX graph with the same inputs and output (default: the committed one).
@@ -132,19 +128,16 @@ class MiniLMEmbedder:
     def __init__(
         self,
         *,
-        batch_size: int = 32,
         threads: int | None = None,
         model_path: Path | None = None,
         onnx_path: Path | None = None,
         sha256: str | None = None,
     ) -> None:
-        self._batch_size = batch_size
         self._threads = threads
         self._model_path = model_path if model_path is not None else model_dir()
         self._onnx_path = onnx_path if onnx_path is not None else ONNX_PATH
         self._sha256 = sha256 if sha256 is not None or onnx_path is not None else ONNX_SHA256
-        config = json.loads((self._model_path / "config.json").read_text(encoding="utf-8"))
-        self._dim = int(config["hidden_size"])
+        self._dim = model_dim(self._model_path)
         self._session: Any = None
         self._tokenizer: Tokenizer | None = None
         self._lock = threading.Lock()
@@ -176,7 +169,7 @@ class MiniLMEmbedder:
                 f"the embedding model {self._onnx_path} is missing: restore it from git, or rebuild it with "
                 "python -m app.embed.export (app/embed/models/README.md)"
             )
-        if self._sha256 is not None and (actual := file_sha256(self._onnx_path)) != self._sha256:
+        if self._sha256 is not None and (actual := sha256_file(self._onnx_path)) != self._sha256:
             raise EmbedderUnavailableError(
                 f"the embedding model {self._onnx_path} has sha256 {actual}, expected {self._sha256}: the file is "
                 "damaged or was replaced; restore it from git"

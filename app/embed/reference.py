@@ -8,7 +8,6 @@ The Hugging Face offline switches are set before sentence-transformers is import
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from app.embed.minilm import MODEL_NAME, EmbedderUnavailableError, model_dir
+from app.embed.minilm import MODEL_NAME, EmbedderUnavailableError, model_dim, model_dir
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -69,8 +68,7 @@ class TorchMiniLMEmbedder:
     def __init__(self, *, batch_size: int = 32, model_path: Path | None = None) -> None:
         self._batch_size = batch_size
         self._model_path = model_path if model_path is not None else model_dir()
-        config = json.loads((self._model_path / "config.json").read_text(encoding="utf-8"))
-        self._dim = int(config["hidden_size"])
+        self._dim = model_dim(self._model_path)
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
 

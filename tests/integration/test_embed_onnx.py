@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from app.embed.export import check_texts, main
-from app.embed.minilm import ONNX_PATH, ONNX_SHA256, EmbedderUnavailableError, MiniLMEmbedder, file_sha256
+from app.embed.minilm import ONNX_PATH, ONNX_SHA256, EmbedderUnavailableError, MiniLMEmbedder
 from app.embed.reference import TorchMiniLMEmbedder
+from app.models import sha256_file
 from tests.conftest import require_embedding_model
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,7 @@ def test_a_damaged_model_file_is_refused(tmp_path: Path) -> None:
 def test_the_committed_file_is_what_the_export_command_makes(tmp_path: Path) -> None:
     out = tmp_path / "export.onnx"
     assert main(["--out", str(out)]) == 0
-    assert file_sha256(out) == file_sha256(ONNX_PATH) == ONNX_SHA256
+    assert sha256_file(out) == sha256_file(ONNX_PATH) == ONNX_SHA256
 
 
 def test_ingest_and_search_do_not_import_torch(tmp_path: Path) -> None:
