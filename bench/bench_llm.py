@@ -20,6 +20,7 @@ Run it on an otherwise idle machine: anything else on the CPU changes the number
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -36,13 +37,12 @@ from app.models import resolve_model
 from app.settings import LLMSettings, get_settings
 from app.store.chunking import chunk_document
 from app.store.loaders import Document
-from graphs import prompting
 from graphs.clustering import kmeans, sample_subsets
 from graphs.context import Context
 from graphs.drafting import draft_prompt, format_passages, parse_reply
 from graphs.question import with_choices
-from graphs.safety import neutralize
 from graphs.state import Passage
+from graphs.verification import score_requests
 
 T = TypeVar("T")
 
@@ -192,27 +192,18 @@ def bench_drafter(
 
 
 def _score_requests(question: str, drafts: Sequence[str], choices: dict[str, str], context: str) -> list[ScoreRequest]:
-    """The product's verifier requests (prompts/verifier.md, as ``verify`` builds them, abstentions left out);
+    """The product's verifier requests (``graphs.verification``, as ``verify`` builds them, abstentions left out);
     ``context`` optionally puts passages in the prefix (not the product: the verifier reads no passages)."""
-    template = prompting.load("verifier")
-    base = template.chat(question=question)
-    prompt = base
-    if context:
-        user = Message(role="user", content=context + base.messages[-1].content)
-        prompt = ChatPrompt(messages=(*base.messages[:-1], user), prefill=base.prefill)
-    followup = (Message(role="user", content=template.text("followup")),)
-    requests = []
-    for d in drafts:
-        reply = parse_reply(d, choices)
-        if reply.outcome == "abstain":
-            continue
-        continuation = template.text(
-            "continuation", answer=neutralize(reply.answer), rationale=neutralize(reply.rationale)
-        )
-        requests.append(
-            ScoreRequest(prompt=prompt, continuation=continuation, followup=followup, candidates=("Yes", "No"))
-        )
-    return requests
+    replies = [r for r in (parse_reply(d, choices) for d in drafts) if r.outcome != "abstain"]
+    requests = score_requests(question, [(r.answer, r.rationale) for r in replies])
+    if not context:
+        return requests
+    out = []
+    for req in requests:
+        user = Message(role="user", content=context + req.prompt.messages[-1].content)
+        prompt = ChatPrompt(messages=(*req.prompt.messages[:-1], user), prefill=req.prompt.prefill)
+        out.append(dataclasses.replace(req, prompt=prompt))
+    return out
 
 
 def _score_pass(model: LlamaCppModel, requests: Sequence[ScoreRequest], cache: bool) -> list[ScoreResult]:

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.confidence.model import SelfConsistencyOf
+
 ACCEPT_CONFIDENCE = 0.6
 """Default of ``accept_confidence``: the threshold chosen on the calibration set (``app.confidence.fit``; the
 bundled model's ``accept_confidence`` says the same, which a test checks)."""
@@ -76,6 +78,14 @@ class Context(BaseModel):
         description="Maximum tokens the drafter writes per draft (rationale + answer).",
     )
     answer_max_tokens: int = Field(default=96, ge=8, le=1024, description="Maximum tokens of a standard-RAG answer.")
+    self_consistency_of: SelfConsistencyOf = Field(
+        default="answer_and_rationale",
+        description=(
+            "What ρ_sc measures: 'answer_and_rationale' is the paper's P(answer, rationale | question); "
+            "'answer_given_rationale' is P(answer | question, rationale): the verifier reads the draft's rationale "
+            "and scores only its answer, so a long or oddly worded rationale is not penalised for its own tokens."
+        ),
+    )
     score_normalization: Literal["raw", "mean"] = Field(
         default="raw",
         description=(

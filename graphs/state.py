@@ -75,9 +75,10 @@ class Scores:
     draft_tokens: int
     """Tokens the drafter generated (rationale + answer)."""
     self_consistency: float
-    """log ρ_sc: the verifier's teacher-forced log-probability of answer and rationale given the question."""
+    """log ρ_sc: the verifier's teacher-forced log-probability of answer and rationale given the question (the
+    paper's), or of the answer given question and rationale (``self_consistency_of``; ``method`` says which)."""
     self_consistency_tokens: int
-    """Tokens of answer + rationale as the verifier tokenises them."""
+    """Tokens scored for ρ_sc as the verifier tokenises them (answer + rationale, or the answer alone)."""
     self_reflection: float
     """log ρ_sr: the verifier's log P('Yes') to 'Do you think the rationale supports the answer?'."""
     self_reflection_no: float

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from app.cli_errors import CLIError, cli_errors, err_console
+
+if TYPE_CHECKING:
+    from app.confidence.pool import PoolSetConfig
 
 DEFAULT_DIR = Path(".specrag/confidence")
 
@@ -45,7 +48,8 @@ confidence_app = typer.Typer(
     epilog=(
         "[bold]Examples[/]\n\n"
         "  specrag confidence fit --per-source 35\n\n"
-        "  specrag confidence fit --model app/confidence/specrag-confidence-v1.json --name specrag-confidence-v1"
+        "  specrag confidence fit --model app/confidence/specrag-confidence-v1.json --name specrag-confidence-v1\n\n"
+        "  specrag confidence fit --from-run .specrag/confidence/run --system rationale-conditioned"
     ),
 )
 @cli_errors
@@ -63,6 +67,23 @@ def fit(
         str,
         typer.Option(help="Comma-separated inputs the model reads (default: all; see specrag confidence show)."),
     ] = "",
+    system: Annotated[
+        str,
+        typer.Option(
+            help="The system whose selected drafts the model is fitted on: speculative (scored as the context says), "
+            "or a re-verifying system of specrag eval (joint-scores, rationale-conditioned: the same drafts scored "
+            "the other way; the model records which, and the graph refuses it under the other scoring)."
+        ),
+    ] = "speculative",
+    from_run: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-run",
+            help="Fit on an existing specrag eval run over a calibration set (a pool.jsonl written by this command, "
+            "its pool.config.json beside it) instead of drawing and running one; the run must hold standard and "
+            "--system.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Fit the confidence model (see the command help)."""
@@ -70,8 +91,9 @@ def fit(
     from app.confidence.fit import FitError, fit_model
     from app.confidence.pool import PoolSetConfig, build_pool_set, write_pool_set
     from app.eval.confidence import rows
-    from app.eval.runner import RESULTS, load_records
+    from app.eval.runner import KNOB_BEFORE, RESULTS, load_records
     from app.eval.session import EvalOptions, evaluate
+    from app.eval.systems import REVERIFICATIONS
     from app.settings import get_settings
     from app.tune.data import DataError
     from graphs.context import Context
@@ -79,26 +101,41 @@ def fit(
     chosen = [f.strip() for f in features.split(",") if f.strip()] or list(FEATURES)
     if unknown := unknown_features(chosen):
         raise CLIError(f"unknown --features {', '.join(unknown)}; choose among {', '.join(FEATURES)}")
+
+    if system != "speculative" and system not in REVERIFICATIONS:
+        raise CLIError(f"unknown --system {system!r}; choose speculative or one of {', '.join(REVERIFICATIONS)}")
     pool = pool or get_settings().shared_dir / "train" / "pool.jsonl"
-    config = PoolSetConfig(per_source=per_source)
-    dataset = out / "pool.jsonl"
-    previous = dataset.with_suffix(".config.json")
-    if not dataset.is_file() or not previous.is_file() or json.loads(previous.read_text()) != config.model_dump():
-        err_console.print(f"drawing the calibration set ({per_source} held-out questions per source) from {pool}")
-        try:
-            write_pool_set(build_pool_set(pool, config), dataset, config)
-        except DataError as exc:
-            raise CLIError(str(exc)) from None
-    run = out / "run"
-    # The paper's graph, one round: no confidence model, no fallback. accept_confidence is not read without a model;
-    # it is pinned so that a run resumes after the default (chosen by this very fit) changes.
-    context = Context(max_rounds=1, confidence_model="none", fallback=False, accept_confidence=0.5)
-    evaluate(
-        EvalOptions(dataset=dataset, systems=["standard", "speculative"], out=run, context=context, progress=not quiet),
-        err_console,
-    )
-    data = rows(list(load_records(run / RESULTS).values()))
+    if from_run is not None:
+        run, config = from_run, _calibration_set_of(from_run)
+    else:
+        config = PoolSetConfig(per_source=per_source)
+        dataset = out / "pool.jsonl"
+        previous = dataset.with_suffix(".config.json")
+        if not dataset.is_file() or not previous.is_file() or json.loads(previous.read_text()) != config.model_dump():
+            err_console.print(f"drawing the calibration set ({per_source} held-out questions per source) from {pool}")
+            try:
+                write_pool_set(build_pool_set(pool, config), dataset, config)
+            except DataError as exc:
+                raise CLIError(str(exc)) from None
+        run = out / "run"
+        # The paper's graph, one round: no confidence model, no fallback. accept_confidence is not read without a
+        # model; it is pinned so that a run resumes after the default (chosen by this very fit) changes.
+        context = Context(max_rounds=1, confidence_model="none", fallback=False, accept_confidence=0.5)
+        systems = ["standard", "speculative", *([system] if system != "speculative" else [])]
+        evaluate(
+            EvalOptions(dataset=dataset, systems=systems, out=run, context=context, progress=not quiet),
+            err_console,
+        )
     run_info = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    run_context = run_info.get("context", {})
+    scoring = (
+        REVERIFICATIONS[system].changes["self_consistency_of"]
+        if system in REVERIFICATIONS
+        else run_context.get("self_consistency_of", KNOB_BEFORE["self_consistency_of"])
+    )
+    data = rows(list(load_records(run / RESULTS).values()), system=system)
+    if not data:
+        raise CLIError(f"{run} holds no question with both standard and {system}: run them first (specrag eval)")
     try:
         fitted = fit_model(
             data,
@@ -110,7 +147,9 @@ def fit(
                 "pool": str(pool),
                 "models": run_info.get("models", {}),
                 "run": str(run),
+                "system": system,
             },
+            self_consistency_of=scoring,
         )
     except FitError as exc:
         raise CLIError(str(exc)) from None
@@ -160,3 +199,27 @@ def _show(model: object, console: Console) -> None:
     for feature, coef, mean, scale in zip(model.features, model.coef, model.mean, model.scale, strict=True):
         console.print(f"  {feature:16s} coef {coef:+.3f}  (mean {mean:.3f}, sd {scale:.3f})")
     console.print(f"  {'intercept':16s} {model.intercept:+.3f}")
+
+
+def _calibration_set_of(run: Path) -> PoolSetConfig:
+    """The calibration set an eval run was made on (its dataset's pool.config.json), refusing anything else.
+
+    Raises:
+        CLIError: ``run`` is no eval run, or its dataset is not a calibration set written by ``fit`` (the dev set
+            never is: a model fitted there would be judged on what it was fitted on).
+    """
+    from app.confidence.pool import PoolSetConfig
+    from app.tune.data import DataError, check_input_path
+
+    info = run / "run.json"
+    if not info.is_file():
+        raise CLIError(f"--from-run {run}: no run.json there (not a specrag eval run)")
+    dataset = Path(json.loads(info.read_text(encoding="utf-8")).get("dataset", ""))
+    try:
+        check_input_path(dataset)
+    except DataError as exc:
+        raise CLIError(str(exc)) from None
+    config = dataset.with_suffix(".config.json")
+    if not config.is_file():
+        raise CLIError(f"--from-run {run}: {dataset} has no {config.name} beside it (not a calibration set)")
+    return PoolSetConfig.model_validate_json(config.read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ import numpy as np
 
 from app.confidence.calibration import THRESHOLDS, Outcome, calibration, choose_threshold, threshold_curve
 from app.confidence.features import FEATURES, unknown_features
-from app.confidence.model import FORMAT, ConfidenceModel
+from app.confidence.model import FORMAT, ConfidenceModel, SelfConsistencyOf
 from app.eval.confidence import ConfidenceRow
 
 FOLDS = 5
@@ -33,6 +33,7 @@ def fit_model(
     seed: int = 0,
     tolerance: float = 0.01,
     about: dict[str, Any] | None = None,
+    self_consistency_of: SelfConsistencyOf = "answer_and_rationale",
 ) -> ConfidenceModel:
     """Fit, cross-validate and choose the threshold.
 
@@ -44,6 +45,7 @@ def fit_model(
         seed: Seed of the cross-validation folds.
         tolerance: Accuracy (share) the threshold may give up for accepting more drafts (speed).
         about: Provenance recorded in the file (calibration set, drafter, run directory).
+        self_consistency_of: What ρ_sc measured in ``data``'s drafts (the graph refuses the model under another).
 
     Raises:
         FitError: Fewer than 20 questions with a selected draft, all of them right (or all wrong), or an unknown
@@ -92,6 +94,7 @@ def fit_model(
         coef=[float(v) for v in lr.coef_[0]],
         intercept=float(lr.intercept_[0]),
         accept_confidence=chosen.threshold,
+        self_consistency_of=self_consistency_of,
         fit={
             **(about or {}),
             "estimator": f"StandardScaler + LogisticRegression(C={c}) (scikit-learn)",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -24,6 +24,10 @@ default_path = BUNDLED
 
 FORMAT = 1
 """Version of the file format this code reads."""
+
+
+SelfConsistencyOf = Literal["answer_and_rationale", "answer_given_rationale"]
+"""What the verifier's ρ_sc measures (``graphs.context.Context.self_consistency_of``)."""
 
 
 class ConfidenceModelError(ValueError):
@@ -41,6 +45,11 @@ class ConfidenceModel(BaseModel):
     coef: list[float] = Field(description="Logistic-regression coefficients on the standardised features")
     intercept: float
     accept_confidence: float = Field(description="The acceptance threshold chosen on the calibration set")
+    self_consistency_of: SelfConsistencyOf = Field(
+        "answer_and_rationale",
+        description="What ρ_sc measured in the drafts the model was fitted on (graphs.context.Context."
+        "self_consistency_of): its inputs sc_per_token and margin mean something else under the other setting",
+    )
     fit: dict[str, Any] = Field(default_factory=dict, description="How, on what, and with what result it was fitted")
 
     def predict(self, inputs: ConfidenceInputs) -> float:
@@ -50,6 +59,19 @@ class ConfidenceModel(BaseModel):
             c * (v - m) / (s or 1.0) for c, v, m, s in zip(self.coef, x, self.mean, self.scale, strict=True)
         )
         return 1.0 / (1.0 + math.exp(-z)) if z >= -700 else 0.0
+
+    def require_scoring(self, self_consistency_of: str) -> None:
+        """Refuse to read drafts scored otherwise than the ones this model was fitted on.
+
+        Raises:
+            ConfidenceModelError: The graph's ``self_consistency_of`` differs from the model's.
+        """
+        if self_consistency_of != self.self_consistency_of:
+            raise ConfidenceModelError(
+                f"confidence model {self.name!r} was fitted on drafts scored with self_consistency_of="
+                f"{self.self_consistency_of!r}, but this graph scores with {self_consistency_of!r}; use a model "
+                "fitted that way (specrag confidence fit) or set the context's self_consistency_of to match"
+            )
 
     def contributions(self, inputs: ConfidenceInputs) -> dict[str, float]:
         """Each feature's term in the logit (how much it raised or lowered the confidence), for the trace."""

@@ -68,11 +68,12 @@ class ConfidenceRow(BaseModel):
     standard_seconds: float = Field(description="standard's whole run")
 
 
-def rows(records: Sequence[QuestionRecord]) -> list[ConfidenceRow]:
-    """Rows of the records that have both ``speculative`` and ``standard`` without an error."""
+def rows(records: Sequence[QuestionRecord], system: str = SPECULATIVE) -> list[ConfidenceRow]:
+    """Rows of the records that have both ``system`` (whose selected draft is judged) and ``standard`` without an
+    error."""
     out: list[ConfidenceRow] = []
     for r in records:
-        spec, std = r.systems.get(SPECULATIVE), r.systems.get(FALLBACK)
+        spec, std = r.systems.get(system), r.systems.get(FALLBACK)
         if spec is None or std is None or spec.error or std.error:
             continue
         out.append(

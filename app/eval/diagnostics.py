@@ -15,14 +15,14 @@ from app.eval.dataset import EvalQuestion
 from app.eval.metrics import score_answer
 from app.eval.runner import QuestionRecord
 from app.eval.stats import IntervalOut, bootstrap_mean, paired_difference
-from app.eval.systems import SELECTIONS
+from app.eval.systems import REVERIFICATIONS, SELECTIONS
 from graphs.drafting import choice_letter
 
 FULL = "speculative"
 """The system the ablations are measured against."""
 
-ABLATIONS = ("random-subsets", *SELECTIONS)
-"""Systems that change one thing about ``speculative`` (subsets, or which draft is selected)."""
+ABLATIONS = ("random-subsets", *REVERIFICATIONS, *SELECTIONS)
+"""Systems that change one thing about ``speculative`` (subsets, how drafts are scored, or which is selected)."""
 
 DRAFTING = ("speculative", "speculative-base", "speculative-verifier-drafts", "random-subsets", "speculative+compress")
 """Systems that write drafts (the selection systems reuse speculative's)."""

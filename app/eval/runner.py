@@ -21,7 +21,18 @@ from pydantic import BaseModel, Field
 from app.eval.dataset import EvalQuestion
 from app.eval.metrics import score_answer
 from app.eval.passages import PassagePool, given_pool, retrieved_pool
-from app.eval.systems import GENERATING, SELECTIONS, SYSTEMS, Models, SystemResult, pick, run_system, select
+from app.eval.systems import (
+    GENERATING,
+    REVERIFICATIONS,
+    SELECTIONS,
+    SYSTEMS,
+    Models,
+    SystemResult,
+    pick,
+    reverify,
+    run_system,
+    select,
+)
 from app.store.protocol import VectorStore
 from app.trace.store import TraceStore
 from graphs.context import Context
@@ -60,6 +71,10 @@ class QuestionRecord(BaseModel):
     )
 
 
+KNOB_BEFORE: dict[str, Any] = {"self_consistency_of": "answer_and_rationale"}
+"""What a run made before a context knob existed did, where that is not the knob's default now."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunSpec:
     """What a run evaluates (what must match for a re-run to resume it)."""
@@ -84,7 +99,8 @@ class RunSpec:
 
 
 def ordered_systems(names: Sequence[str]) -> list[str]:
-    """The requested systems in report order, with ``speculative`` added when a selection system needs it.
+    """The requested systems in report order, with ``speculative`` added when a selection or re-verifying system
+    needs it.
 
     Raises:
         EvalError: An unknown system name.
@@ -92,7 +108,8 @@ def ordered_systems(names: Sequence[str]) -> list[str]:
     unknown = [n for n in names if n not in SYSTEMS]
     if unknown:
         raise EvalError(f"unknown system(s) {', '.join(unknown)}; valid: {', '.join(SYSTEMS)}")
-    wanted = set(names) | ({"speculative"} if set(names) & set(SELECTIONS) else set())
+    derived = set(SELECTIONS) | set(REVERIFICATIONS)
+    wanted = set(names) | ({"speculative"} if set(names) & derived else set())
     return [n for n in SYSTEMS if n in wanted]
 
 
@@ -113,7 +130,7 @@ def open_run(out: Path, spec: RunSpec, *, restart: bool = False) -> dict[str, Qu
         before = json.loads(info.read_text(encoding="utf-8"))
         now = spec.fingerprint()
         # A context knob added since the run started matches when it has its default (the run had no such knob).
-        defaults = Context().model_dump(exclude={"store"})
+        defaults = Context().model_dump(exclude={"store"}) | KNOB_BEFORE
         old_context = before.get("context", {})
         before["context"] = {k: old_context.get(k, defaults[k]) for k in now["context"]}
         before.setdefault("prompts", now["prompts"])  # runs before prompt hashes were recorded
@@ -210,6 +227,9 @@ def evaluate_question(
         if name in GENERATING:
             record.systems[name] = run_system(name, asked, context, models, pool, traces, choices=q.choices)
     base = record.systems.get("speculative") or (earlier.systems.get("speculative") if earlier else None)
+    for name in todo:
+        if name in REVERIFICATIONS and base is not None:
+            record.systems[name] = reverify(base, name, asked, context, models)
     for name in todo:
         if name in SELECTIONS and base is not None:
             rng = random.Random(f"{seed}:{q.id}:{name}")

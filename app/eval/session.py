@@ -181,7 +181,9 @@ def _confidence_model(context: Context, console: Console) -> ConfidenceModel | N
     if context.confidence_model == "none":
         return None
     try:
-        return load_model(context.confidence_model)
+        model = load_model(context.confidence_model)
+        model.require_scoring(context.self_consistency_of)
+        return model
     except ConfidenceModelError as exc:
         console.print(f"[yellow]warning[/]: no calibration section: {exc}")
         return None

@@ -19,6 +19,10 @@ Generating systems run models:
   maximises Σ_d λ_d · P(answer | d, question), with λ the softmax of the retriever scores (uniform when the source
   gives none) and P teacher-forced for every (passage, candidate) pair.
 
+Re-verifying systems score the drafts that ``speculative`` wrote again with the verifier under another scoring
+setting (``joint-scores``: ρ_sc = P(answer, rationale | question), the paper's; ``rationale-conditioned``: ρ_sc =
+P(answer | question, rationale)) and pick the best; the drafts are not regenerated.
+
 Selection systems re-rank the drafts that ``speculative`` wrote and scored, generating nothing: ``no-verifier``
 (a random draft), ``drafter-only`` (best ρ_draft), ``no-draft-score`` / ``no-self-consistency`` /
 ``no-self-reflection`` (one term removed), ``raw-scores`` and ``length-normalised`` (per-token means of ρ_draft and
@@ -54,6 +58,7 @@ from graphs.drafting import format_passages
 from graphs.result import DraftOut
 from graphs.scoring import total
 from graphs.state import InputState
+from graphs.verification import score_requests
 
 REPLUG_CANDIDATES = 5
 """Distinct answers REPLUG ensembles at most (the most probable under their own passage)."""
@@ -177,6 +182,29 @@ SELECTIONS: dict[str, Selection] = {
     ),
 }
 
+
+@dataclass(frozen=True, kw_only=True)
+class Reverification:
+    """A re-verifying system: the speculative drafts scored again by the verifier under other scoring settings
+    (the drafts are not regenerated, so the difference is the verifier's alone)."""
+
+    description: str
+    changes: dict[str, Any]
+    """Context fields that differ from the run's (what ρ_sc measures)."""
+
+
+REVERIFICATIONS: dict[str, Reverification] = {
+    "joint-scores": Reverification(
+        description="ρ_sc = P(answer, rationale | question), the paper's (speculative's drafts re-verified)",
+        changes={"self_consistency_of": "answer_and_rationale"},
+    ),
+    "rationale-conditioned": Reverification(
+        description="ρ_sc = P(answer | question, rationale): the verifier reads the rationale and scores the answer "
+        "(speculative's drafts re-verified)",
+        changes={"self_consistency_of": "answer_given_rationale"},
+    ),
+}
+
 GENERATING: dict[str, str] = {
     "standard": "one answer from all top-n passages (verifier-size model)",
     "speculative": "Speculative RAG: clustered subsets, drafts, verification (the paper's; no fallback)",
@@ -190,7 +218,11 @@ GENERATING: dict[str, str] = {
     "standard+compress": "standard RAG on the same compressed passages",
 }
 
-SYSTEMS: dict[str, str] = {**GENERATING, **{name: s.description for name, s in SELECTIONS.items()}}
+SYSTEMS: dict[str, str] = {
+    **GENERATING,
+    **{name: r.description for name, r in REVERIFICATIONS.items()},
+    **{name: s.description for name, s in SELECTIONS.items()},
+}
 """Every system, in report order, with a one-line description."""
 
 Role = Literal["drafter", "verifier", "base_drafter"]
@@ -331,6 +363,61 @@ def _softmax(xs: list[float]) -> list[float]:
     top = max(xs)
     e = [math.exp(x - top) for x in xs]
     return [x / sum(e) for x in e]
+
+
+def reverify(base: SystemResult, name: str, question: str, context: Context, models: Models) -> SystemResult:
+    """A re-verifying system's result: ``base``'s drafts scored again by the verifier (``graphs.verification``, the
+    requests the ``verify`` node sends) under the context :data:`REVERIFICATIONS` names, then the best is picked.
+
+    Its latency is ``base``'s with the verify time replaced by this scoring's.
+
+    Args:
+        base: The speculative result whose drafts are re-verified.
+        name: A key of :data:`REVERIFICATIONS`.
+        question: The question as the models read it (with its choices).
+        context: The run's context (the system changes some of its fields).
+    """
+    ctx = context.model_copy(update=REVERIFICATIONS[name].changes)
+    answering = [i for i, d in enumerate(base.drafts) if d.outcome != "abstain"]
+    requests = score_requests(
+        question, [(base.drafts[i].answer, base.drafts[i].rationale) for i in answering], ctx.self_consistency_of
+    )
+    models.reset()
+    t0 = time.perf_counter()
+    results = models.verifier.score(requests) if requests else []
+    seconds = time.perf_counter() - t0
+    drafts = [d.model_copy() for d in base.drafts]
+    for i, r in zip(answering, results, strict=True):
+        d = drafts[i]
+        sr = r.candidate_logprobs.get("Yes", -math.inf)
+        value = total(d.draft if d.draft is not None else -math.inf, d.draft_tokens, r.logprob, r.n_tokens, sr, ctx)
+        drafts[i] = d.model_copy(
+            update={
+                "self_consistency": _finite(r.logprob),
+                "self_consistency_tokens": r.n_tokens,
+                "self_reflection": _finite(sr),
+                "total": _finite(value),
+            }
+        )
+    chosen = pick(drafts, ctx)
+    best = drafts[chosen] if chosen is not None else None
+    timings = {**base.timings, "verify": round(seconds, 4)}
+    usage = {**base.usage, **models.usage(("verifier",))}
+    return SystemResult(
+        answer=best.answer if best else "",
+        rationale=best.rationale if best else "",
+        chosen=chosen,
+        seconds=round(max(base.seconds - base.timings.get("verify", 0.0) + seconds, 0.0), 4),
+        timings=timings,
+        usage=usage,
+        drafts=drafts,
+        derived_from="speculative",
+        error=base.error,
+    )
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def select(base: SystemResult, name: str, context: Context, rng: random.Random) -> SystemResult:

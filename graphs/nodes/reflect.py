@@ -24,6 +24,8 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
     """
     ranking = rank(state.drafts, context.selection)
     model = None if context.confidence_model == "none" else load_model(context.confidence_model)
+    if model is not None:
+        model.require_scoring(context.self_consistency_of)
     conf = (
         confidence(
             state.drafts,

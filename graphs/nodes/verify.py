@@ -5,22 +5,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from app.llm.protocol import LanguageModel, Message, NotSupportedError, ScoreRequest
-from graphs import prompting
+from app.llm.protocol import LanguageModel, NotSupportedError
 from graphs.backends import Backends
 from graphs.context import Context
-from graphs.safety import neutralize
 from graphs.scoring import combine
 from graphs.state import State
+from graphs.verification import score_requests, self_consistency_method
 
 
 def verify(state: State, context: Context, backends: Backends) -> dict[str, Any]:
     """Score the drafts that have no scores yet; abstentions are not verified (they rank last).
 
-    The verifier sees the question and the draft, never the passages (a draft that copied control sequences from a
-    passage is scored with them made inert, ``graphs.safety``). For each draft one request carries
-    the teacher-forced continuation 'Answer: … Rationale: …' (ρ_sc) and the follow-up question whose first
-    answer token gives P('Yes') (ρ_sr); requests share the question prefix, which the backend keeps cached.
+    The verifier sees the question and the draft, never the passages (``graphs.verification``). For each draft one
+    request carries the teacher-forced ρ_sc (answer and rationale, or with ``self_consistency_of`` the answer
+    after the rationale) and the follow-up question whose first answer token gives P('Yes') (ρ_sr); requests
+    share the question prefix, which the backend keeps cached.
 
     Returns:
         ``drafts``: the scored drafts (the reducer replaces them by (round, subset)).
@@ -29,22 +28,12 @@ def verify(state: State, context: Context, backends: Backends) -> dict[str, Any]
     if not pending:
         return {}
     require_scoring(backends.verifier)
-    template = prompting.load("verifier")
-    prompt = template.chat(question=state.question)
-    followup = (Message(role="user", content=template.text("followup")),)
-    requests = [
-        ScoreRequest(
-            prompt=prompt,
-            continuation=template.text("continuation", answer=neutralize(d.answer), rationale=neutralize(d.rationale)),
-            followup=followup,
-            candidates=("Yes", "No"),
-        )
-        for d in pending
-    ]
+    of = context.self_consistency_of
+    requests = score_requests(state.question, [(d.answer, d.rationale) for d in pending], of)
     results = backends.verifier.score(requests)
     method = {
         "draft": backends.drafter.provenance("generate"),
-        "self_consistency": f"log P(answer + rationale | question): {backends.verifier.provenance('score')}",
+        "self_consistency": self_consistency_method(of, backends.verifier.provenance("score")),
         "self_reflection": f"log P('Yes' | follow-up): {backends.verifier.provenance('candidates')}",
     }
     scored = [

@@ -38,6 +38,7 @@ from graphs.context import Context
 from graphs.drafting import draft_prompt
 from graphs.safety import neutralize
 from graphs.state import InputState, State
+from graphs.verification import score_requests
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -154,6 +155,33 @@ def test_verifier_scores_match_an_independent_recomputation(state: State, smol: 
             assert d.scores.self_consistency_tokens == len(cont)
             assert sc == pytest.approx(d.scores.self_consistency, abs=TOL_SCORE), (sc, d.scores)
             assert sr == pytest.approx(d.scores.self_reflection, abs=TOL_SCORE), (sr, d.scores)
+    finally:
+        smol.prefix_cache = saved
+
+
+def test_answer_given_rationale_scores_match_an_independent_recomputation(state: State, smol: LlamaCppModel) -> None:
+    """ρ_sc with ``self_consistency_of='answer_given_rationale'`` (the rationale opens the verifier's turn, the
+    answer alone is teacher-forced), as ``score()`` computes it with the prefix cache on, against the whole
+    sequence decoded in one call here: the prefill must sit inside the assistant turn, before the answer."""
+    verified = [d for d in state.drafts if d.scores is not None]
+    requests = score_requests(QUESTION, [(d.answer, d.rationale) for d in verified], "answer_given_rationale")
+    smol.reset_prefix_cache()
+    results = smol.score(requests)
+    yes = smol.tokenize("Yes", add_special=False, parse_special=False)[0]
+    saved, smol.prefix_cache = smol.prefix_cache, False
+    try:
+        for req, got in zip(requests, results, strict=True):
+            prefix = smol.prompt_ids(req.prompt)
+            assert smol.detokenize(prefix).rstrip().endswith("Answer:")
+            cont = smol.tokenize(req.continuation, add_special=False, parse_special=False)
+            tail = smol.tokenize(smol.template.tail(req.prompt, req.followup), add_special=False, parse_special=True)
+            ids = prefix + cont + tail
+            rows, cached = smol.score_ids(ids, list(range(len(ids))))
+            assert cached == 0
+            sc = sum(log_softmax_at(rows[len(prefix) - 1 + j], tok) for j, tok in enumerate(cont))
+            assert got.n_tokens == len(cont)
+            assert sc == pytest.approx(got.logprob, abs=TOL_SCORE)
+            assert log_softmax_at(rows[-1], yes) == pytest.approx(got.candidate_logprobs["Yes"], abs=TOL_SCORE)
     finally:
         smol.prefix_cache = saved
 

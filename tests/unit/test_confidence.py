@@ -289,3 +289,38 @@ def test_confidence_show_prints_a_model_and_refuses_a_bad_file(tmp_path: Path) -
     assert "test-v0" in done.stdout and "accept_confidence = 0.35" in done.stdout and "+1.250" in done.stdout
     bad = CliRunner().invoke(app, ["confidence", "show", str(tmp_path / "nope.json")])
     assert bad.exit_code == 1 and "confidence model not found" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_model_is_refused_under_another_self_consistency_scoring() -> None:
+    """sc_per_token and the margin mean something else when ρ_sc is the answer's probability after the rationale:
+    a model fitted on one scoring must not read drafts scored the other way."""
+    bundled = load_model()
+    assert bundled.self_consistency_of == "answer_and_rationale"  # files before the field: the paper's scoring
+    bundled.require_scoring("answer_and_rationale")
+    with pytest.raises(ConfidenceModelError, match="self_consistency_of='answer_and_rationale'"):
+        bundled.require_scoring("answer_given_rationale")
+    fitted = fit_model(rows(60), name="given", self_consistency_of="answer_given_rationale")
+    fitted.require_scoring("answer_given_rationale")
+    with pytest.raises(ConfidenceModelError, match="fitted that way"):
+        fitted.require_scoring("answer_and_rationale")
+
+
+def test_fit_from_a_run_refuses_what_is_not_a_calibration_set(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    run = tmp_path / "run"
+    run.mkdir()
+    none = CliRunner().invoke(app, ["confidence", "fit", "--from-run", str(run)])
+    assert none.exit_code == 1 and "no run.json" in none.output and "Traceback" not in none.output
+    data = tmp_path / "questions.jsonl"
+    (run / "run.json").write_text(json.dumps({"dataset": str(data), "context": {}}))
+    plain = CliRunner().invoke(app, ["confidence", "fit", "--from-run", str(run)])
+    assert plain.exit_code == 1 and "not a calibration set" in plain.output
+    dev = tmp_path / "eval" / "dev" / "questions.jsonl"
+    (run / "run.json").write_text(json.dumps({"dataset": str(dev), "context": {}}))
+    refused = CliRunner().invoke(app, ["confidence", "fit", "--from-run", str(run)])
+    assert refused.exit_code == 1 and "eval/dev" in refused.output
+    bad = CliRunner().invoke(app, ["confidence", "fit", "--from-run", str(run), "--system", "vote"])
+    assert bad.exit_code == 1 and "unknown --system" in bad.output

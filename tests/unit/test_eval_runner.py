@@ -106,6 +106,17 @@ def test_all_systems_on_the_same_questions(dataset: Path, tmp_path: Path) -> Non
         assert only.seconds == pytest.approx(spec.seconds - spec.timings["verify"], abs=1e-3)
         assert only.chosen == max(range(3), key=lambda i: (spec.drafts[i].draft or 0, -i))
         assert record.systems["no-self-reflection"].seconds == spec.seconds
+        # Re-verifying systems score speculative's drafts again (one request per answering draft), then pick.
+        joint = record.systems["joint-scores"]  # the run's own setting: the same scores, the same choice
+        answering = sum(d.outcome != "abstain" for d in spec.drafts)
+        assert joint.usage["verifier"].calls == answering and joint.usage["drafter"] == spec.usage["drafter"]
+        assert [d.total for d in joint.drafts] == [d.total for d in spec.drafts] and joint.chosen == spec.chosen
+        assert joint.seconds == pytest.approx(spec.seconds - spec.timings["verify"] + joint.timings["verify"])
+        conditioned = record.systems["rationale-conditioned"]  # the fake judges the scored text: the answer alone
+        for d, base in zip(conditioned.drafts, spec.drafts, strict=True):
+            assert (d.answer, d.rationale, d.draft) == (base.answer, base.rationale, base.draft)
+            if d.outcome != "abstain":
+                assert d.self_consistency == judge(f" {d.answer}")[0] and d.self_consistency_tokens == 1
         assert len(record.curves["speculative"]) == 3 and record.curves["speculative"][-1] == spec.correct
         assert record.systems["random-subsets"].drafts  # its own drafts
         # the default graph: accepts its best draft, or falls back to the verifier reading all passages

@@ -180,6 +180,35 @@ def test_trace_says_how_each_score_was_obtained() -> None:
     assert "scripted candidates (fake)" in scores.method["self_reflection"]
 
 
+def test_answer_given_rationale_scores_each_answer_after_its_rationale() -> None:
+    """With ``self_consistency_of='answer_given_rationale'`` the verifier is sent the rationale as the start of its
+    turn and scores the answer alone; the choice follows those scores and the trace says what was measured."""
+    seen: list[str] = []
+
+    def judge(continuation: str) -> tuple[float, float]:
+        seen.append(continuation)
+        return (-0.5, 0.9) if continuation == " Paris" else (-4.0, 0.9)
+
+    context = Context(seed=3, self_consistency_of="answer_given_rationale", confidence_model="none")
+    state = run(make(judge)[0], context)
+    assert seen and all(c == f" {d.answer}" for c, d in zip(seen, state.drafts, strict=False))
+    scored = [d for d in state.drafts if d.scores is not None]
+    assert all(d.scores and d.scores.self_consistency_tokens == 1 for d in scored)
+    assert all(
+        d.scores and d.scores.method["self_consistency"].startswith("log P(answer | question, rationale)")
+        for d in scored
+    )
+    assert len({d.answer for d in scored}) > 1 and state.answer == "Paris"
+
+
+def test_a_confidence_model_fitted_on_the_other_scoring_is_refused() -> None:
+    """The bundled model read drafts scored the paper's way; under the other ρ_sc its inputs mean something else."""
+    from app.confidence.model import ConfidenceModelError
+
+    with pytest.raises(ConfidenceModelError, match="fitted on drafts scored with"):
+        run(make(paris_judge)[0], Context(seed=3, self_consistency_of="answer_given_rationale"))
+
+
 def test_verifier_without_teacher_forcing_is_refused_never_substituted() -> None:
     from app.llm.protocol import Capabilities, NotSupportedError
 
