@@ -227,6 +227,17 @@ def ask(
             help=_knob("raw (sum of log-probs, as the paper) or mean (per token).", "score_normalization"),
         ),
     ] = None,
+    self_consistency_of: Annotated[
+        str | None,
+        typer.Option(
+            "--self-consistency-of",
+            help=_knob(
+                "What the verifier's ρ_sc scores: answer_and_rationale (the paper's) or answer_given_rationale "
+                "(the answer after reading the rationale).",
+                "self_consistency_of",
+            ),
+        ),
+    ] = None,
     search_mode: Annotated[
         str | None, typer.Option("--search-mode", help=_knob("hybrid, vector or text.", "search_mode"))
     ] = None,
@@ -271,6 +282,7 @@ def ask(
         "accept_confidence": accept_confidence,
         "fallback": fallback,
         "score_normalization": normalization,
+        "self_consistency_of": self_consistency_of,
         "search_mode": search_mode,
         "draft_max_tokens": draft_max_tokens,
         "compress": compress,
@@ -492,6 +504,13 @@ def evaluate(
     normalization: Annotated[
         str | None, typer.Option("--normalization", help=_knob("raw or mean.", "score_normalization"))
     ] = None,
+    self_consistency_of: Annotated[
+        str | None,
+        typer.Option(
+            "--self-consistency-of",
+            help=_knob("answer_and_rationale (the paper's) or answer_given_rationale.", "self_consistency_of"),
+        ),
+    ] = None,
     compress_target: Annotated[
         float | None,
         typer.Option(
@@ -537,6 +556,7 @@ def evaluate(
             "max_rounds": max_rounds,
             "seed": seed,
             "score_normalization": normalization,
+            "self_consistency_of": self_consistency_of,
             "compress_target": compress_target,
             "rotate_choices": rotate_choices,
         }

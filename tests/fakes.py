@@ -19,7 +19,8 @@ from app.store.protocol import Chunk, Hit, StoreStats
 
 @dataclass
 class FakeLLM:
-    """Generates ``reply(prompt)``; scores continuations with ``judge(continuation) -> (logprob, p_yes)``."""
+    """Generates ``reply(prompt)``; scores continuations with ``judge(text) -> (logprob, p_yes)``, where text is the
+    assistant turn as scored: the prompt's prefill (the rationale, when ρ_sc is the answer given it) + continuation."""
 
     reply: Callable[[ChatPrompt], str]
     judge: Callable[[str], tuple[float, float]] = lambda c: (-float(len(c.split())), 0.9)
@@ -56,7 +57,7 @@ class FakeLLM:
             self.calls.append(f"score x{len(requests)}")
         out = []
         for r in requests:
-            lp, p_yes = self.judge(r.continuation)
+            lp, p_yes = self.judge(r.prompt.prefill + r.continuation)  # the assistant turn as scored
             cands = {"Yes": math.log(p_yes), "No": math.log(max(1e-9, 1 - p_yes))}
             out.append(
                 ScoreResult(

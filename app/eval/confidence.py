@@ -109,6 +109,11 @@ class CalibrationSummary(BaseModel):
     """The report's calibration section."""
 
     model: str = Field(description="The confidence model evaluated")
+    system: str = Field(
+        SPECULATIVE,
+        description="The system whose selected drafts it judged: speculative, or the re-verifying system scored as "
+        "the model was fitted (the same drafts)",
+    )
     accept_confidence: float = Field(description="The threshold of the default graph (the model's chosen point)")
     overall: Calibration = Field(description="Over every question (confidence 0 where nothing was selected)")
     by_task: dict[str, Calibration]
@@ -128,9 +133,11 @@ class CalibrationSummary(BaseModel):
     )
 
 
-def calibration_summary(records: Sequence[QuestionRecord], model: ConfidenceModel) -> CalibrationSummary | None:
-    """The section, or None when no record has both systems."""
-    data = rows(records)
+def calibration_summary(
+    records: Sequence[QuestionRecord], model: ConfidenceModel, system: str = SPECULATIVE
+) -> CalibrationSummary | None:
+    """The section for ``system``'s selected drafts, or None when no record has both it and ``standard``."""
+    data = rows(records, system)
     if not data:
         return None
     outs = outcomes(data, model)
@@ -144,6 +151,7 @@ def calibration_summary(records: Sequence[QuestionRecord], model: ConfidenceMode
     n = len(data)
     return CalibrationSummary(
         model=model.name,
+        system=system,
         accept_confidence=model.accept_confidence,
         overall=calibration(probs, right),
         by_task=by_task,
@@ -153,11 +161,13 @@ def calibration_summary(records: Sequence[QuestionRecord], model: ConfidenceMode
         standard_mean_seconds=round(sum(r.standard_seconds for r in data) / n, 3),
         speculative_accuracy=round(sum(r.draft_correct for r in data) / n, 4),
         speculative_mean_seconds=round(sum(r.draft_seconds for r in data) / n, 3),
-        **_live(records, {r.id: o for r, o in zip(data, outs, strict=True)}, model.accept_confidence),
+        **_live(records, {r.id: o for r, o in zip(data, outs, strict=True)}, model.accept_confidence, system),
     )
 
 
-def _live(records: Sequence[QuestionRecord], outs: dict[str, Outcome], threshold: float) -> dict[str, Any]:
+def _live(
+    records: Sequence[QuestionRecord], outs: dict[str, Outcome], threshold: float, system: str = SPECULATIVE
+) -> dict[str, Any]:
     """The decisions of the graph's own runs, and how often its answer is the one the replayed curve assumes."""
     live = [(r, r.systems[REFLECT]) for r in records if REFLECT in r.systems and r.id in outs]
     live = [(r, x) for r, x in live if not x.error and x.decision]
@@ -166,6 +176,6 @@ def _live(records: Sequence[QuestionRecord], outs: dict[str, Outcome], threshold
     decisions = Counter(x.decision for _, x in live if x.decision)
     agree = 0
     for r, x in live:
-        expected = r.systems[SPECULATIVE] if outs[r.id].confidence >= threshold else r.systems[FALLBACK]
+        expected = r.systems[system] if outs[r.id].confidence >= threshold else r.systems[FALLBACK]
         agree += " ".join(x.answer.split()) == " ".join(expected.answer.split())
     return {"decisions": dict(sorted(decisions.items())), "reflect_agrees": round(agree / len(live), 4)}

@@ -89,12 +89,14 @@ def summarize(
     settings: dict[str, object],
     questions: Mapping[str, EvalQuestion] | None = None,
     confidence: ConfidenceModel | None = None,
+    calibrated: str = "speculative",
 ) -> Summary:
     """Summary over the records that have all ``systems``.
 
     ``questions`` (the dataset by id) lets the report score every draft, not only the selected answers; without
-    it the drafts table is left out. ``confidence`` adds the calibration section (with ``speculative`` and
-    ``standard`` among the systems).
+    it the drafts table is left out. ``confidence`` adds the calibration section over ``calibrated``'s selected
+    drafts (``speculative``, or the re-verifying system scored as the model was fitted; with ``standard`` among
+    the systems).
 
     Raises:
         ValueError: No record has every system yet.
@@ -152,7 +154,7 @@ def summarize(
         curves=curves,
         ablations=ablations(rows, systems),
         drafts=draft_stats(rows, systems, questions) if questions else [],
-        calibration=calibration_summary(rows, confidence) if confidence is not None else None,
+        calibration=calibration_summary(rows, confidence, calibrated) if confidence is not None else None,
         settings=settings,
     )
 
@@ -278,7 +280,7 @@ def _calibration(s: Summary) -> list[str]:
         "## Calibration of the confidence, and the fallback threshold",
         "",
         f"`{c.model}` (fitted on held-out training-pool questions, never on this set) gives each question's "
-        "selected `speculative` draft a confidence, P(correct); 0 when every draft abstained. Over all "
+        f"selected `{c.system}` draft a confidence, P(correct); 0 when every draft abstained. Over all "
         f"{o.n} questions: **ECE {o.ece:.3f}**, **AUROC {auroc}**, Brier {o.brier:.3f}; mean confidence "
         f"{100 * o.mean_confidence:.1f} % against accuracy {100 * o.accuracy:.1f} % "
         "(reliability diagram: `reliability.png`).",
@@ -294,8 +296,8 @@ def _calibration(s: Summary) -> list[str]:
     lines += [
         "",
         "Accept the draft when confidence ≥ t, else fall back to the verifier reading all passages; computed from "
-        "the `speculative` and `standard` records of these questions (the fallback's answer is standard's, and "
-        "its time standard's answer step added to speculative's). `speculative+reflect`, when in the table above, "
+        f"the `{c.system}` and `standard` records of these questions (the fallback's answer is standard's, and "
+        "its time standard's answer step added to the draft's). `speculative+reflect`, when in the table above, "
         f"is the graph itself at t = {c.accept_confidence:.2f}. Curve: `fallback_curve.png`.",
         "",
         "| t | accuracy | drafts accepted | mean s | median s |",
@@ -310,7 +312,7 @@ def _calibration(s: Summary) -> list[str]:
         )
     lines += [
         "",
-        f"For comparison: `speculative` {100 * c.speculative_accuracy:.1f} % at {c.speculative_mean_seconds:.1f} s "
+        f"For comparison: `{c.system}` {100 * c.speculative_accuracy:.1f} % at {c.speculative_mean_seconds:.1f} s "
         f"mean, `standard` {100 * c.standard_accuracy:.1f} % at {c.standard_mean_seconds:.1f} s mean.",
     ]
     if c.decisions:

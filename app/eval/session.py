@@ -167,7 +167,8 @@ def _write(
     reused = sorted({n for r in rows for n, x in r.systems.items() if x.reused_from})
     if reused:
         settings["reused"] = f"{', '.join(reused)} copied from {options.reuse_from or 'an earlier run'} (--reuse-from)"
-    summary = summarize(rows, systems, settings, wanted, confidence=_confidence_model(options.context, console))
+    model, calibrated = _confidence_model(options.context, systems, console)
+    summary = summarize(rows, systems, settings, wanted, confidence=model, calibrated=calibrated)
     write_summary(summary, options.out)
     written = write_plots(summary, options.out)
     console.print(
@@ -176,17 +177,30 @@ def _write(
     return summary
 
 
-def _confidence_model(context: Context, console: Console) -> ConfidenceModel | None:
-    """The model the run's context names, for the calibration section (None: 'none', or it cannot be read)."""
+def _confidence_model(context: Context, systems: Sequence[str], console: Console) -> tuple[ConfidenceModel | None, str]:
+    """The model the run's context names, for the calibration section, and the system whose drafts it judges:
+    ``speculative`` when it is scored as the model was fitted, else the run's re-verifying system that is (the same
+    drafts). None when 'none', unreadable, or no system is scored that way."""
+    from app.eval.systems import REVERIFICATIONS
+
     if context.confidence_model == "none":
-        return None
+        return None, "speculative"
     try:
         model = load_model(context.confidence_model)
-        model.require_scoring(context.self_consistency_of)
-        return model
     except ConfidenceModelError as exc:
         console.print(f"[yellow]warning[/]: no calibration section: {exc}")
-        return None
+        return None, "speculative"
+    if model.self_consistency_of == context.self_consistency_of:
+        return model, "speculative"
+    for name, spec in REVERIFICATIONS.items():
+        if name in systems and spec.changes.get("self_consistency_of") == model.self_consistency_of:
+            return model, name
+    console.print(
+        f"[yellow]warning[/]: no calibration section: {model.name} was fitted on drafts scored with "
+        f"self_consistency_of={model.self_consistency_of!r}; this run scores {context.self_consistency_of!r} and has "
+        "no re-verifying system scored that way"
+    )
+    return None, "speculative"
 
 
 def _running(

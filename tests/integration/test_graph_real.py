@@ -7,9 +7,10 @@ genuine log-probability, so each is recomputed here independently of the code th
   with ``graphs.drafting.draft_prompt`` from the passages the draft names, must be the prompt the drafter read
   (same token count), and the text's tokens are teacher-forced one decode call per token (as generation decodes
   them; not ``score()``), each term a full-vocabulary log-softmax computed here.
-* ρ_sc and ρ_sr (the verifier's teacher-forced log-probability of answer + rationale, and log P('Yes') after the
-  follow-up): the whole token sequence is decoded in one call without the prefix cache (not ``score()``), the
-  logits at every position are read, and the sum and P('Yes') are computed here.
+* ρ_sc and ρ_sr (the verifier's teacher-forced log-probability of the answer after its rationale, or of answer +
+  rationale, and log P('Yes') after the follow-up): the whole token sequence is decoded in one call without the
+  prefix cache (not ``score()``), the logits at every position are read, and the sum and P('Yes') are computed
+  here.
 
 The graph decoded five drafts per step and scored with a cached prefix, the recomputation one sequence at a time;
 on the development machine both agree exactly (difference 0.0). The tolerances leave room for llama.cpp builds
@@ -28,15 +29,14 @@ import pytest
 from app.embed.minilm import MiniLMEmbedder
 from app.llm.llama_engine import log_softmax_at
 from app.llm.llamacpp import LlamaCppModel
-from app.llm.protocol import Message
+from app.llm.protocol import ScoreRequest
 from app.settings import get_settings
 from app.store.ingest import ingest_paths
 from app.store.lancedb_store import LanceDBStore
-from graphs import prompting, speculative_rag
+from graphs import speculative_rag
 from graphs.backends import StaticBackends
 from graphs.context import Context
 from graphs.drafting import draft_prompt
-from graphs.safety import neutralize
 from graphs.state import InputState, State
 from graphs.verification import score_requests
 from tests.conftest import REPO
@@ -130,60 +130,54 @@ def test_draft_score_is_the_drafters_own_probability(state: State, smol: LlamaCp
     assert compared >= 4, f"only {compared} of {len(state.drafts)} drafts re-tokenised to their own length"
 
 
-def test_verifier_scores_match_an_independent_recomputation(state: State, smol: LlamaCppModel) -> None:
-    """ρ_sc and ρ_sr of every verified draft: the request's whole token sequence decoded in one call without the
-    prefix cache, the terms computed here from the logits rows (not by ``score()``)."""
-    template = prompting.load("verifier")
-    prompt = template.chat(question=QUESTION)
-    followup = (Message(role="user", content=template.text("followup")),)
-    prefix = smol.prompt_ids(prompt)
-    tail = smol.tokenize(smol.template.tail(prompt, followup), add_special=False, parse_special=True)
+def _recompute(smol: LlamaCppModel, request: ScoreRequest) -> tuple[float, float, int]:
+    """ρ_sc, ρ_sr and the scored token count of ``request``: its whole token sequence decoded in one call without
+    the prefix cache, the terms computed here from the logits rows (not by ``score()``)."""
+    prefix = smol.prompt_ids(request.prompt)
+    cont = smol.tokenize(request.continuation, add_special=False, parse_special=False)
+    tail = smol.tokenize(smol.template.tail(request.prompt, request.followup), add_special=False, parse_special=True)
     yes = smol.tokenize("Yes", add_special=False, parse_special=False)[0]
+    ids = prefix + cont + tail
+    saved, smol.prefix_cache = smol.prefix_cache, False
+    try:
+        rows, cached = smol.score_ids(ids, list(range(len(ids))))
+    finally:
+        smol.prefix_cache = saved
+    assert cached == 0
+    sc = sum(log_softmax_at(rows[len(prefix) - 1 + j], tok) for j, tok in enumerate(cont))
+    return sc, log_softmax_at(rows[-1], yes), len(cont)
+
+
+def test_verifier_scores_match_an_independent_recomputation(state: State, smol: LlamaCppModel) -> None:
+    """ρ_sc and ρ_sr of every verified draft, as the graph recorded them (the default scoring), against the
+    request's whole sequence decoded in one call here."""
     verified = [d for d in state.drafts if d.scores is not None]
     assert len(verified) >= 3
-    saved, smol.prefix_cache = smol.prefix_cache, False
-    try:
-        for d in verified:
-            assert d.scores is not None
-            text = template.text("continuation", answer=neutralize(d.answer), rationale=neutralize(d.rationale))
-            cont = smol.tokenize(text, add_special=False, parse_special=False)
-            ids = prefix + cont + tail
-            rows, cached = smol.score_ids(ids, list(range(len(ids))))
-            assert cached == 0
-            sc = sum(log_softmax_at(rows[len(prefix) - 1 + j], tok) for j, tok in enumerate(cont))
-            sr = log_softmax_at(rows[-1], yes)
-            assert d.scores.self_consistency_tokens == len(cont)
-            assert sc == pytest.approx(d.scores.self_consistency, abs=TOL_SCORE), (sc, d.scores)
-            assert sr == pytest.approx(d.scores.self_reflection, abs=TOL_SCORE), (sr, d.scores)
-    finally:
-        smol.prefix_cache = saved
+    of = Context().self_consistency_of
+    requests = score_requests(QUESTION, [(d.answer, d.rationale) for d in verified], of)
+    for d, req in zip(verified, requests, strict=True):
+        assert d.scores is not None
+        sc, sr, n = _recompute(smol, req)
+        assert d.scores.self_consistency_tokens == n
+        assert sc == pytest.approx(d.scores.self_consistency, abs=TOL_SCORE), (sc, d.scores)
+        assert sr == pytest.approx(d.scores.self_reflection, abs=TOL_SCORE), (sr, d.scores)
 
 
-def test_answer_given_rationale_scores_match_an_independent_recomputation(state: State, smol: LlamaCppModel) -> None:
-    """ρ_sc with ``self_consistency_of='answer_given_rationale'`` (the rationale opens the verifier's turn, the
-    answer alone is teacher-forced), as ``score()`` computes it with the prefix cache on, against the whole
-    sequence decoded in one call here: the prefill must sit inside the assistant turn, before the answer."""
+@pytest.mark.parametrize("of", ["answer_and_rationale", "answer_given_rationale"])
+def test_both_scorings_match_an_independent_recomputation(state: State, smol: LlamaCppModel, of: str) -> None:
+    """``score()`` with the prefix cache on, for either ``self_consistency_of``: with the rationale given, the prefill
+    sits inside the assistant turn before the answer and only the answer's tokens are summed."""
     verified = [d for d in state.drafts if d.scores is not None]
-    requests = score_requests(QUESTION, [(d.answer, d.rationale) for d in verified], "answer_given_rationale")
+    requests = score_requests(QUESTION, [(d.answer, d.rationale) for d in verified], of)  # type: ignore[arg-type]
     smol.reset_prefix_cache()
     results = smol.score(requests)
-    yes = smol.tokenize("Yes", add_special=False, parse_special=False)[0]
-    saved, smol.prefix_cache = smol.prefix_cache, False
-    try:
-        for req, got in zip(requests, results, strict=True):
-            prefix = smol.prompt_ids(req.prompt)
-            assert smol.detokenize(prefix).rstrip().endswith("Answer:")
-            cont = smol.tokenize(req.continuation, add_special=False, parse_special=False)
-            tail = smol.tokenize(smol.template.tail(req.prompt, req.followup), add_special=False, parse_special=True)
-            ids = prefix + cont + tail
-            rows, cached = smol.score_ids(ids, list(range(len(ids))))
-            assert cached == 0
-            sc = sum(log_softmax_at(rows[len(prefix) - 1 + j], tok) for j, tok in enumerate(cont))
-            assert got.n_tokens == len(cont)
-            assert sc == pytest.approx(got.logprob, abs=TOL_SCORE)
-            assert log_softmax_at(rows[-1], yes) == pytest.approx(got.candidate_logprobs["Yes"], abs=TOL_SCORE)
-    finally:
-        smol.prefix_cache = saved
+    for req, got in zip(requests, results, strict=True):
+        if of == "answer_given_rationale":
+            assert smol.detokenize(smol.prompt_ids(req.prompt)).rstrip().endswith("Answer:")
+        sc, sr, n = _recompute(smol, req)
+        assert got.n_tokens == n
+        assert sc == pytest.approx(got.logprob, abs=TOL_SCORE)
+        assert sr == pytest.approx(got.candidate_logprobs["Yes"], abs=TOL_SCORE)
 
 
 def test_trace_records_clusters_subsets_and_decision(state: State) -> None:

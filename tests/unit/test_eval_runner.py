@@ -50,7 +50,8 @@ def drafter_reply(prompt: ChatPrompt) -> str:
 
 def judge(continuation: str) -> tuple[float, float]:
     """The verifier prefers drafts (and REPLUG candidates) that say Paris (choice B of the multiple-choice one)."""
-    return (-1.0, 0.95) if "Paris" in continuation or "Answer: B\n" in continuation else (-6.0, 0.6)
+    liked = "Paris" in continuation or re.search(r"Answer: B(\n|$)", continuation) is not None
+    return (-1.0, 0.95) if liked else (-6.0, 0.6)
 
 
 @pytest.fixture
@@ -112,11 +113,12 @@ def test_all_systems_on_the_same_questions(dataset: Path, tmp_path: Path) -> Non
         assert joint.usage["verifier"].calls == answering and joint.usage["drafter"] == spec.usage["drafter"]
         assert [d.total for d in joint.drafts] == [d.total for d in spec.drafts] and joint.chosen == spec.chosen
         assert joint.seconds == pytest.approx(spec.seconds - spec.timings["verify"] + joint.timings["verify"])
-        conditioned = record.systems["rationale-conditioned"]  # the fake judges the scored text: the answer alone
+        conditioned = record.systems["rationale-conditioned"]  # scored: the answer after its rationale
         for d, base in zip(conditioned.drafts, spec.drafts, strict=True):
             assert (d.answer, d.rationale, d.draft) == (base.answer, base.rationale, base.draft)
             if d.outcome != "abstain":
-                assert d.self_consistency == judge(f" {d.answer}")[0] and d.self_consistency_tokens == 1
+                scored = f"Rationale: {d.rationale}\nAnswer: {d.answer}"
+                assert d.self_consistency == judge(scored)[0] and d.self_consistency_tokens == len(d.answer.split())
         assert len(record.curves["speculative"]) == 3 and record.curves["speculative"][-1] == spec.correct
         assert record.systems["random-subsets"].drafts  # its own drafts
         # the default graph: accepts its best draft, or falls back to the verifier reading all passages

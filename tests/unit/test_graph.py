@@ -181,19 +181,19 @@ def test_trace_says_how_each_score_was_obtained() -> None:
 
 
 def test_answer_given_rationale_scores_each_answer_after_its_rationale() -> None:
-    """With ``self_consistency_of='answer_given_rationale'`` the verifier is sent the rationale as the start of its
-    turn and scores the answer alone; the choice follows those scores and the trace says what was measured."""
+    """With ``self_consistency_of='answer_given_rationale'`` the verifier's turn starts with the rationale and only
+    the answer is scored; the choice follows those scores and the trace says what was measured."""
     seen: list[str] = []
 
-    def judge(continuation: str) -> tuple[float, float]:
-        seen.append(continuation)
-        return (-0.5, 0.9) if continuation == " Paris" else (-4.0, 0.9)
+    def judge(text: str) -> tuple[float, float]:
+        seen.append(text)
+        return (-0.5, 0.9) if text.endswith("\nAnswer: Paris") else (-4.0, 0.9)
 
     context = Context(seed=3, self_consistency_of="answer_given_rationale", confidence_model="none")
     state = run(make(judge)[0], context)
-    assert seen and all(c == f" {d.answer}" for c, d in zip(seen, state.drafts, strict=False))
     scored = [d for d in state.drafts if d.scores is not None]
-    assert all(d.scores and d.scores.self_consistency_tokens == 1 for d in scored)
+    assert sorted(seen) == sorted(f"Rationale: {d.rationale}\nAnswer: {d.answer}" for d in scored)
+    assert all(d.scores and d.scores.self_consistency_tokens == len(d.answer.split()) for d in scored)
     assert all(
         d.scores and d.scores.method["self_consistency"].startswith("log P(answer | question, rationale)")
         for d in scored
