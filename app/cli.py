@@ -66,6 +66,20 @@ def _knob(text: str, field: str) -> str:
     return f"{text} \\[default: {Context.model_fields[field].default}]"
 
 
+SelfConsistencyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--self-consistency-of",
+        help=_knob(
+            "What the verifier's ρ_sc scores: answer_and_rationale (the paper's) or answer_given_rationale "
+            "(the answer after reading the rationale).",
+            "self_consistency_of",
+        ),
+    ),
+]
+"""The ``self_consistency_of`` option, shared by ``ask`` and ``eval``."""
+
+
 def _context(overrides: Mapping[str, object]) -> Context:
     """The run context from the options that were given (None: the default), or a one-line error."""
     from pydantic import ValidationError
@@ -227,17 +241,7 @@ def ask(
             help=_knob("raw (sum of log-probs, as the paper) or mean (per token).", "score_normalization"),
         ),
     ] = None,
-    self_consistency_of: Annotated[
-        str | None,
-        typer.Option(
-            "--self-consistency-of",
-            help=_knob(
-                "What the verifier's ρ_sc scores: answer_and_rationale (the paper's) or answer_given_rationale "
-                "(the answer after reading the rationale).",
-                "self_consistency_of",
-            ),
-        ),
-    ] = None,
+    self_consistency_of: SelfConsistencyOption = None,
     search_mode: Annotated[
         str | None, typer.Option("--search-mode", help=_knob("hybrid, vector or text.", "search_mode"))
     ] = None,
@@ -504,13 +508,7 @@ def evaluate(
     normalization: Annotated[
         str | None, typer.Option("--normalization", help=_knob("raw or mean.", "score_normalization"))
     ] = None,
-    self_consistency_of: Annotated[
-        str | None,
-        typer.Option(
-            "--self-consistency-of",
-            help=_knob("answer_and_rationale (the paper's) or answer_given_rationale.", "self_consistency_of"),
-        ),
-    ] = None,
+    self_consistency_of: SelfConsistencyOption = None,
     compress_target: Annotated[
         float | None,
         typer.Option(

@@ -34,15 +34,14 @@ def score_requests(
     for answer, rationale in drafts:
         answer, rationale = neutralize(answer), neutralize(rationale)
         if of == "answer_given_rationale":
-            given = ChatPrompt(messages=prompt.messages, prefill=template.text("given_rationale", rationale=rationale))
-            # the answer follows 'Answer:' after one space, as the drafter wrote it
-            request = ScoreRequest(prompt=given, continuation=f" {answer}", followup=followup, candidates=("Yes", "No"))
+            # the rationale opens the assistant turn; the answer follows 'Answer:' after one space, as drafted
+            scored = ChatPrompt(messages=prompt.messages, prefill=template.text("given_rationale", rationale=rationale))
+            continuation = f" {answer}"
         else:
-            continuation = template.text("continuation", answer=answer, rationale=rationale)
-            request = ScoreRequest(
-                prompt=prompt, continuation=continuation, followup=followup, candidates=("Yes", "No")
-            )
-        requests.append(request)
+            scored, continuation = prompt, template.text("continuation", answer=answer, rationale=rationale)
+        requests.append(
+            ScoreRequest(prompt=scored, continuation=continuation, followup=followup, candidates=("Yes", "No"))
+        )
     return requests
 
 

@@ -93,7 +93,7 @@ def fit(
     from app.eval.confidence import rows
     from app.eval.runner import KNOB_BEFORE, RESULTS, load_records
     from app.eval.session import EvalOptions, evaluate
-    from app.eval.systems import REVERIFICATIONS
+    from app.eval.systems import REVERIFICATIONS, scoring_of
     from app.settings import get_settings
     from app.tune.data import DataError
     from graphs.context import Context
@@ -101,7 +101,6 @@ def fit(
     chosen = [f.strip() for f in features.split(",") if f.strip()] or list(FEATURES)
     if unknown := unknown_features(chosen):
         raise CLIError(f"unknown --features {', '.join(unknown)}; choose among {', '.join(FEATURES)}")
-
     if system != "speculative" and system not in REVERIFICATIONS:
         raise CLIError(f"unknown --system {system!r}; choose speculative or one of {', '.join(REVERIFICATIONS)}")
     pool = pool or get_settings().shared_dir / "train" / "pool.jsonl"
@@ -127,12 +126,8 @@ def fit(
             err_console,
         )
     run_info = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
-    run_context = run_info.get("context", {})
-    scoring = (
-        REVERIFICATIONS[system].changes["self_consistency_of"]
-        if system in REVERIFICATIONS
-        else run_context.get("self_consistency_of", KNOB_BEFORE["self_consistency_of"])
-    )
+    run_scoring = run_info.get("context", {}).get("self_consistency_of", KNOB_BEFORE["self_consistency_of"])
+    scoring = scoring_of(system, run_scoring)
     data = rows(list(load_records(run / RESULTS).values()), system=system)
     if not data:
         raise CLIError(f"{run} holds no question with both standard and {system}: run them first (specrag eval)")

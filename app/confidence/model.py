@@ -60,7 +60,7 @@ class ConfidenceModel(BaseModel):
         )
         return 1.0 / (1.0 + math.exp(-z)) if z >= -700 else 0.0
 
-    def require_scoring(self, self_consistency_of: str) -> None:
+    def require_scoring(self, self_consistency_of: SelfConsistencyOf) -> None:
         """Refuse to read drafts scored otherwise than the ones this model was fitted on.
 
         Raises:

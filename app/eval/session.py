@@ -181,7 +181,7 @@ def _confidence_model(context: Context, systems: Sequence[str], console: Console
     """The model the run's context names, for the calibration section, and the system whose drafts it judges:
     ``speculative`` when it is scored as the model was fitted, else the run's re-verifying system that is (the same
     drafts). None when 'none', unreadable, or no system is scored that way."""
-    from app.eval.systems import REVERIFICATIONS
+    from app.eval.systems import REVERIFICATIONS, scoring_of
 
     if context.confidence_model == "none":
         return None, "speculative"
@@ -190,10 +190,8 @@ def _confidence_model(context: Context, systems: Sequence[str], console: Console
     except ConfidenceModelError as exc:
         console.print(f"[yellow]warning[/]: no calibration section: {exc}")
         return None, "speculative"
-    if model.self_consistency_of == context.self_consistency_of:
-        return model, "speculative"
-    for name, spec in REVERIFICATIONS.items():
-        if name in systems and spec.changes.get("self_consistency_of") == model.self_consistency_of:
+    for name in ("speculative", *(n for n in REVERIFICATIONS if n in systems)):
+        if scoring_of(name, context.self_consistency_of) == model.self_consistency_of:
             return model, name
     console.print(
         f"[yellow]warning[/]: no calibration section: {model.name} was fitted on drafts scored with "

@@ -44,6 +44,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from app.confidence.features import DraftSignal, answer_key, vote_order
+from app.confidence.model import SelfConsistencyOf
 from app.embed.protocol import Embedder
 from app.eval.metrics import parse_choice
 from app.eval.passages import PassagePool
@@ -204,6 +205,13 @@ REVERIFICATIONS: dict[str, Reverification] = {
         changes={"self_consistency_of": "answer_given_rationale"},
     ),
 }
+
+
+def scoring_of(system: str, run_scoring: SelfConsistencyOf) -> SelfConsistencyOf:
+    """What ρ_sc measured in ``system``'s drafts: a re-verifying system's own setting, else the run's."""
+    spec = REVERIFICATIONS.get(system)
+    return spec.changes["self_consistency_of"] if spec else run_scoring
+
 
 GENERATING: dict[str, str] = {
     "standard": "one answer from all top-n passages (verifier-size model)",
