@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.confidence.model import SelfConsistencyOf
 
-ACCEPT_CONFIDENCE = 0.6
+ACCEPT_CONFIDENCE = 0.5
 """Default of ``accept_confidence``: the threshold chosen on the calibration set (``app.confidence.fit``; the
 bundled model's ``accept_confidence`` says the same, which a test checks)."""
 
@@ -79,11 +79,12 @@ class Context(BaseModel):
     )
     answer_max_tokens: int = Field(default=96, ge=8, le=1024, description="Maximum tokens of a standard-RAG answer.")
     self_consistency_of: SelfConsistencyOf = Field(
-        default="answer_and_rationale",
+        default="answer_given_rationale",
         description=(
-            "What ρ_sc measures: 'answer_and_rationale' is the paper's P(answer, rationale | question); "
-            "'answer_given_rationale' is P(answer | question, rationale): the verifier reads the draft's rationale "
-            "and scores only its answer, so a long or oddly worded rationale is not penalised for its own tokens."
+            "What ρ_sc measures: 'answer_given_rationale' (the default) is P(answer | question, rationale): the "
+            "verifier reads the draft's rationale and scores only its answer, so a long or oddly worded rationale "
+            "is not penalised for its own tokens; 'answer_and_rationale' is the paper's P(answer, rationale | "
+            "question). The confidence model must be fitted on the same scoring."
         ),
     )
     score_normalization: Literal["raw", "mean"] = Field(

@@ -141,10 +141,12 @@ class FakeStore:
 
 def p_yes_confidence(directory: Path, *, threshold: float = 0.85) -> str:
     """A scripted confidence model file: confidence is a steep logistic of the best draft's P(Yes), 0.5 at
-    ``threshold`` (about 0 below threshold - 0.1, about 1 above threshold + 0.1). Returns its path (for
-    ``Context.confidence_model``), so graph tests decide on the scores they script."""
+    ``threshold`` (about 0 below threshold - 0.1, about 1 above threshold + 0.1), for drafts scored as the default
+    context scores them. Returns its path (for ``Context.confidence_model``), so graph tests decide on the scores
+    they script."""
     from app.confidence.features import FEATURES
     from app.confidence.model import ConfidenceModel
+    from graphs.context import Context
 
     coef = [0.0] * len(FEATURES)
     coef[FEATURES.index("p_yes")] = 60.0
@@ -156,6 +158,7 @@ def p_yes_confidence(directory: Path, *, threshold: float = 0.85) -> str:
         coef=coef,
         intercept=-60.0 * threshold,
         accept_confidence=0.5,
+        self_consistency_of=Context().self_consistency_of,
     )
     path = directory / "scripted-confidence.json"
     path.write_text(model.model_dump_json(), encoding="utf-8")

@@ -16,8 +16,12 @@ from pydantic import BaseModel, Field, ValidationError
 
 from app.confidence.features import FEATURES, ConfidenceInputs, unknown_features
 
-BUNDLED = Path(__file__).resolve().parent / "specrag-confidence-v1.json"
-"""The model shipped with the project (fitted on held-out pool questions; see its ``fit`` section)."""
+BUNDLED = Path(__file__).resolve().parent / "specrag-confidence-v2.json"
+"""The model shipped with the project (fitted on held-out pool questions; see its ``fit`` section), for drafts
+scored with the default ``self_consistency_of='answer_given_rationale'``."""
+
+BUNDLED_PAPER_SCORING = BUNDLED.with_name("specrag-confidence-v1.json")
+"""The earlier bundled model, for drafts scored the paper's way (``answer_and_rationale``; its threshold 0.60)."""
 
 default_path = BUNDLED
 """What an empty ``confidence_model`` means (the bundled model; unit tests point it at a scripted one)."""
@@ -70,7 +74,9 @@ class ConfidenceModel(BaseModel):
             raise ConfidenceModelError(
                 f"confidence model {self.name!r} was fitted on drafts scored with self_consistency_of="
                 f"{self.self_consistency_of!r}, but this graph scores with {self_consistency_of!r}; use a model "
-                "fitted that way (specrag confidence fit) or set the context's self_consistency_of to match"
+                "fitted that way (specrag confidence fit; for the paper's scoring the project ships "
+                f"confidence_model={BUNDLED_PAPER_SCORING}, chosen threshold accept_confidence=0.6) or set the "
+                "context's self_consistency_of to match"
             )
 
     def contributions(self, inputs: ConfidenceInputs) -> dict[str, float]:

@@ -20,7 +20,14 @@ from app.confidence.features import (
     votes,
 )
 from app.confidence.fit import FitError, fit_model
-from app.confidence.model import BUNDLED, ConfidenceModel, ConfidenceModelError, load_model, read_model
+from app.confidence.model import (
+    BUNDLED,
+    BUNDLED_PAPER_SCORING,
+    ConfidenceModel,
+    ConfidenceModelError,
+    load_model,
+    read_model,
+)
 from app.eval.confidence import ConfidenceRow
 from graphs.context import ACCEPT_CONFIDENCE, Context
 
@@ -294,11 +301,15 @@ def test_confidence_show_prints_a_model_and_refuses_a_bad_file(tmp_path: Path) -
 def test_a_model_is_refused_under_another_self_consistency_scoring() -> None:
     """sc_per_token and the margin mean something else when ρ_sc is the answer's probability after the rationale:
     a model fitted on one scoring must not read drafts scored the other way."""
-    bundled = load_model()
-    assert bundled.self_consistency_of == "answer_and_rationale"  # files before the field: the paper's scoring
-    bundled.require_scoring("answer_and_rationale")
+    v1 = load_model(BUNDLED_PAPER_SCORING)
+    assert v1.self_consistency_of == "answer_and_rationale"  # files before the field: the paper's scoring
+    v1.require_scoring("answer_and_rationale")
+    assert v1.accept_confidence == pytest.approx(0.6)
     with pytest.raises(ConfidenceModelError, match="self_consistency_of='answer_and_rationale'"):
-        bundled.require_scoring("answer_given_rationale")
+        v1.require_scoring("answer_given_rationale")
+    bundled = load_model()
+    assert bundled.self_consistency_of == Context().self_consistency_of == "answer_given_rationale"
+    bundled.require_scoring("answer_given_rationale")
     fitted = fit_model(rows(60), name="given", self_consistency_of="answer_given_rationale")
     fitted.require_scoring("answer_given_rationale")
     with pytest.raises(ConfidenceModelError, match="fitted that way"):

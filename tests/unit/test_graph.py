@@ -202,11 +202,14 @@ def test_answer_given_rationale_scores_each_answer_after_its_rationale() -> None
 
 
 def test_a_confidence_model_fitted_on_the_other_scoring_is_refused() -> None:
-    """The bundled model read drafts scored the paper's way; under the other ρ_sc its inputs mean something else."""
-    from app.confidence.model import ConfidenceModelError
+    """The bundled model reads drafts scored as P(answer | question, rationale); under the paper's ρ_sc its inputs
+    mean something else, and the earlier model (fitted the paper's way) is refused under the default scoring."""
+    from app.confidence.model import BUNDLED_PAPER_SCORING, ConfidenceModelError
 
     with pytest.raises(ConfidenceModelError, match="fitted on drafts scored with"):
-        run(make(paris_judge)[0], Context(seed=3, self_consistency_of="answer_given_rationale"))
+        run(make(paris_judge)[0], Context(seed=3, self_consistency_of="answer_and_rationale"))
+    with pytest.raises(ConfidenceModelError, match="fitted on drafts scored with"):
+        run(make(paris_judge)[0], Context(seed=3, confidence_model=str(BUNDLED_PAPER_SCORING)))
 
 
 def test_verifier_without_teacher_forcing_is_refused_never_substituted() -> None:
