@@ -16,6 +16,13 @@ from pydantic import BaseModel, Field, ValidationError
 
 from app.confidence.features import FEATURES, ConfidenceInputs, unknown_features
 
+FORMAT = 1
+"""Version of the file format this code reads."""
+
+
+SelfConsistencyOf = Literal["answer_and_rationale", "answer_given_rationale"]
+"""What the verifier's ρ_sc measures (``graphs.context.Context.self_consistency_of``)."""
+
 BUNDLED = Path(__file__).resolve().parent / "specrag-confidence-v2.json"
 """The model shipped with the project (fitted on held-out pool questions; see its ``fit`` section), for drafts
 scored with the default ``self_consistency_of='answer_given_rationale'``."""
@@ -23,15 +30,14 @@ scored with the default ``self_consistency_of='answer_given_rationale'``."""
 BUNDLED_PAPER_SCORING = BUNDLED.with_name("specrag-confidence-v1.json")
 """The earlier bundled model, for drafts scored the paper's way (``answer_and_rationale``; its threshold 0.60)."""
 
+BUNDLED_FOR: dict[SelfConsistencyOf, Path] = {
+    "answer_given_rationale": BUNDLED,
+    "answer_and_rationale": BUNDLED_PAPER_SCORING,
+}
+"""The shipped model for each scoring (named when a model is refused under the other)."""
+
 default_path = BUNDLED
 """What an empty ``confidence_model`` means (the bundled model; unit tests point it at a scripted one)."""
-
-FORMAT = 1
-"""Version of the file format this code reads."""
-
-
-SelfConsistencyOf = Literal["answer_and_rationale", "answer_given_rationale"]
-"""What the verifier's ρ_sc measures (``graphs.context.Context.self_consistency_of``)."""
 
 
 class ConfidenceModelError(ValueError):
@@ -71,12 +77,13 @@ class ConfidenceModel(BaseModel):
             ConfidenceModelError: The graph's ``self_consistency_of`` differs from the model's.
         """
         if self_consistency_of != self.self_consistency_of:
+            shipped = BUNDLED_FOR[self_consistency_of]
             raise ConfidenceModelError(
                 f"confidence model {self.name!r} was fitted on drafts scored with self_consistency_of="
                 f"{self.self_consistency_of!r}, but this graph scores with {self_consistency_of!r}; use a model "
-                "fitted that way (specrag confidence fit; for the paper's scoring the project ships "
-                f"confidence_model={BUNDLED_PAPER_SCORING}, chosen threshold accept_confidence=0.6) or set the "
-                "context's self_consistency_of to match"
+                f"fitted that way (specrag confidence fit; for {self_consistency_of!r} the project ships "
+                f"confidence_model={shipped}, its threshold accept_confidence={read_model(shipped).accept_confidence:g}"
+                ") or set the context's self_consistency_of to match"
             )
 
     def contributions(self, inputs: ConfidenceInputs) -> dict[str, float]:

@@ -312,8 +312,9 @@ def test_a_model_is_refused_under_another_self_consistency_scoring() -> None:
     bundled.require_scoring("answer_given_rationale")
     fitted = fit_model(rows(60), name="given", self_consistency_of="answer_given_rationale")
     fitted.require_scoring("answer_given_rationale")
-    with pytest.raises(ConfidenceModelError, match="fitted that way"):
+    with pytest.raises(ConfidenceModelError, match="fitted that way") as refused:
         fitted.require_scoring("answer_and_rationale")
+    assert f"confidence_model={BUNDLED_PAPER_SCORING}, its threshold accept_confidence=0.6)" in str(refused.value)
 
 
 def test_fit_from_a_run_refuses_what_is_not_a_calibration_set(tmp_path: Path) -> None:
