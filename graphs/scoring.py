@@ -14,9 +14,14 @@ from graphs.context import Context
 from graphs.state import Confidence, Decision, Draft, Passage, Scores
 
 
+def self_reflection(verified: ScoreResult) -> float:
+    """log ρ_sr: log P('Yes') as the follow-up's first token (−inf when the backend returned no such candidate)."""
+    return verified.candidate_logprobs.get("Yes", -math.inf)
+
+
 def combine(draft: Draft, verified: ScoreResult, context: Context, method: dict[str, str]) -> Scores:
     """Build a draft's ``Scores`` from its generation and the verifier's one-pass result (total: :func:`total`)."""
-    sr = verified.candidate_logprobs.get("Yes", -math.inf)
+    sr = self_reflection(verified)
     no = verified.candidate_logprobs.get("No", -math.inf)
     return Scores(
         draft=draft.logprob,

@@ -38,6 +38,8 @@ DRAFTING_KNOBS = frozenset(
         "use_draft_score",
         "use_self_consistency",
         "use_self_reflection",
+        "self_consistency_of",
+        "rotate_choices",
         "accept_threshold",  # earlier runs' knob (P(Yes) threshold), replaced by accept_confidence
         "accept_confidence",
         "fallback",

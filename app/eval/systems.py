@@ -57,7 +57,7 @@ from graphs.backends import StaticBackends
 from graphs.context import Context
 from graphs.drafting import format_passages
 from graphs.result import DraftOut
-from graphs.scoring import total
+from graphs.scoring import self_reflection, total
 from graphs.state import InputState
 from graphs.verification import score_requests
 
@@ -397,7 +397,7 @@ def reverify(base: SystemResult, name: str, question: str, context: Context, mod
     drafts = [d.model_copy() for d in base.drafts]
     for i, r in zip(answering, results, strict=True):
         d = drafts[i]
-        sr = r.candidate_logprobs.get("Yes", -math.inf)
+        sr = self_reflection(r)
         value = total(d.draft if d.draft is not None else -math.inf, d.draft_tokens, r.logprob, r.n_tokens, sr, ctx)
         drafts[i] = d.model_copy(
             update={

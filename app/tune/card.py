@@ -139,6 +139,8 @@ def model_card(
         "the best-overlapping sentence, else a sentence naming the gold choice); the teacher mode "
         "(`--rationale teacher`, the verifier model) was too slow for this CPU (about 5 s per example)."
         if data.config.rationale == "extract"
+        else f"Rationales: {data.teacher}."
+        if data.config.rationale == "mixed"
         else f"Rationales were written by a teacher: {data.teacher}.",
         "",
         *card_markdown(data).splitlines()[2:],

@@ -96,7 +96,9 @@ def data(
         typer.Option(
             "--rationale",
             help="extract: the passage sentences that hold the answer; teacher: written by the verifier model "
-            "(SPECRAG_VERIFIER__*; a server model is one setting away), given the gold answer.",
+            "(SPECRAG_VERIFIER__*; a server model is one setting away), given the gold answer; mixed: extract, and "
+            "the teacher for the multiple-choice examples no passage sentence supports (the teacher's cost only "
+            "where extraction fails).",
         ),
     ] = "extract",
     max_passage_words: Annotated[
@@ -130,6 +132,8 @@ def data(
     from app.tune.data import (
         DataConfig,
         DataError,
+        ExtractRationaler,
+        MixedRationaler,
         Rationaler,
         TeacherRationaler,
         build_examples,
@@ -137,8 +141,8 @@ def data(
         write_examples,
     )
 
-    if rationale not in ("extract", "teacher"):
-        raise CLIError(f"--rationale must be extract or teacher, not {rationale!r}")
+    if rationale not in ("extract", "teacher", "mixed"):
+        raise CLIError(f"--rationale must be extract, teacher or mixed, not {rationale!r}")
     path = pool if pool is not None else _shared_dir() / "train" / "pool.jsonl"
     try:
         questions = load_pool(path)
@@ -150,16 +154,21 @@ def data(
             abstain_cap=abstain_cap,
             mcq_fallback_cap=fallback_cap,
             answer_lead=answer_lead,
-            rationale="teacher" if rationale == "teacher" else "extract",
+            rationale="teacher" if rationale == "teacher" else "mixed" if rationale == "mixed" else "extract",
         )
         writer: Rationaler | None = None
-        if rationale == "teacher":
+        if rationale != "extract":
             from app.llm.factory import make_llm
             from app.settings import get_settings
 
             settings = get_settings()
             llm = make_llm(settings.verifier, threads=settings.llm_threads, cache_dir=settings.model_cache)
-            writer = TeacherRationaler(llm, config.max_rationale_words)
+            teacher = TeacherRationaler(llm, config.max_rationale_words)
+            writer = (
+                teacher
+                if rationale == "teacher"
+                else MixedRationaler(ExtractRationaler(config.max_rationale_words), teacher)
+            )
         sources = {q.id.split("-", 1)[0] for q in questions}
         with _progress() as progress:
             task = progress.add_task("questions", total=per_source * len(sources), info="", visible=not quiet)

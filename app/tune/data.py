@@ -19,8 +19,9 @@ Answer rationales open with a fixed lead (``DataConfig.answer_lead``, "The docum
 follows its learned odds. Without it (the first adapter) the abstention's one fixed opening token outweighed the many
 different openings of real rationales, and the tuned drafter abstained on nearly every draft.
 
-Rationales are extracted (``extract``) or written by a teacher model given the gold answer (``teacher``); an example
-whose rationale does not support the gold answer is dropped. Never reads ``eval/dev``: an input under such a path is
+Rationales are extracted (``extract``), written by a teacher model given the gold answer (``teacher``), or both
+(``mixed``: the teacher only for the multiple-choice examples that no passage sentence supports); an example whose
+rationale does not support the gold answer is dropped. Never reads ``eval/dev``: an input under such a path is
 refused.
 """
 
@@ -49,7 +50,7 @@ from graphs.clustering import kmeans, sample_subsets
 from graphs.drafting import ABSTAIN_ANSWER, ABSTAIN_RATIONALE, draft_prompt, render_reply
 from graphs.question import with_choices
 
-RationaleSource = Literal["extract", "teacher"]
+RationaleSource = Literal["extract", "teacher", "mixed"]
 Outcome = Literal["answer", "abstain"]
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -237,7 +238,7 @@ class DataCard(BaseModel):
     pool: str
     pool_questions: int
     config: DataConfig
-    teacher: str | None = Field(None, description="The teacher model (rationale=teacher)")
+    teacher: str | None = Field(None, description="The teacher model (rationale=teacher or mixed)")
     embedder: str
     per_source: dict[str, SourceCounts]
     examples: int
@@ -470,6 +471,38 @@ class TeacherRationaler:
         return (text, False) if ok else None
 
 
+class MixedRationaler:
+    """Extracted rationales where the passages hold one, the teacher's for multiple choice where they do not.
+
+    Extraction finds a supporting sentence for most short answers but for few multiple-choice questions (ARC's
+    passages rarely state the choice's text), whose examples then fall back to naming the choice and are capped.
+    Here only those fallbacks are sent to the teacher, so the teacher's cost is paid where extraction fails; a
+    teacher rationale that does not name the gold choice keeps the fallback.
+
+    Args:
+        extract: The extractor (tried first, for every example).
+        teacher: Asked for the multiple-choice examples whose extraction fell back.
+    """
+
+    def __init__(self, extract: ExtractRationaler, teacher: TeacherRationaler) -> None:
+        self.extract = extract
+        self.teacher = teacher
+        self.name = f"mixed: extract, {teacher.name} for multiple choice without a supporting sentence"
+
+    def short(self, question: str, passages: Sequence[ExamplePassage], alias: str) -> str | None:
+        """The extracted rationale (short answers never go to the teacher)."""
+        return self.extract.short(question, passages, alias)
+
+    def mcq(
+        self, question: str, passages: Sequence[ExamplePassage], letter: str, choice: str, choices: dict[str, str]
+    ) -> tuple[str, bool] | None:
+        """The extracted sentence; where there is none, the teacher's rationale; else the fallback."""
+        extracted = self.extract.mcq(question, passages, letter, choice, choices)
+        if extracted is not None and not extracted[1]:
+            return extracted
+        return self.teacher.mcq(question, passages, letter, choice, choices) or extracted
+
+
 # ---------------------------------------------------------------------------------------------- building
 
 
@@ -689,7 +722,7 @@ def build_examples(
         pool=pool_path,
         pool_questions=len(pool),
         config=config,
-        teacher=writer.name if config.rationale == "teacher" else None,
+        teacher=writer.name if config.rationale != "extract" else None,
         embedder=embedder.name,
         per_source=dict(sorted(per_source.items())),
         examples=len(examples),

@@ -263,3 +263,41 @@ def test_mcq_fallback_rationales_are_capped() -> None:
     assert sum(s.dropped_fallback_cap for s in card.per_source.values()) > 0
     assert card.per_source["arcc"].rationale_fallback == sum(ex.fallback for ex in mcq)
     assert all(ex.rationale.startswith("The correct choice is") for ex in capped if ex.fallback)
+
+
+def test_mixed_rationales_ask_the_teacher_only_for_unsupported_multiple_choice() -> None:
+    from app.tune.data import ExtractRationaler, MixedRationaler, TeacherRationaler
+    from tests.fakes import FakeLLM
+
+    asked: list[str] = []
+
+    def reply(prompt: ChatPrompt) -> str:
+        user = prompt.messages[-1].content
+        asked.append(user)
+        answer = user.split("Correct answer:", 1)[1].split("\n", 1)[0].strip()
+        # Names the gold choice's text only for even-numbered questions.
+        number = int(user.split("erosion ", 1)[1].split("?")[0])
+        return f"Magnetic pull explains it: {answer}." if number % 2 == 0 else "It is about erosion."
+
+    pool = [_short(i) for i in range(30)] + [_mcq(i) for i in range(30)]
+    for q in pool[30:45]:  # no passage supports these questions' gold choice
+        q.choices = {"A": "its colour", "B": "magnetic pull", "C": "its name", "D": "the moon"}
+        q.passages[0].text = "A passage about something else entirely."
+    extract = ExtractRationaler()
+    writer = MixedRationaler(extract, TeacherRationaler(FakeLLM(reply=reply, name="fake-teacher")))
+    examples, card = build_examples(
+        pool, FakeEmbedder(), _config(rationale="mixed", mcq_fallback_cap=1.0), rationaler=writer
+    )
+    plain, _ = build_examples(pool, FakeEmbedder(), _config(mcq_fallback_cap=1.0))
+    assert card.teacher is not None and "fake-teacher" in card.teacher
+    assert asked and all("Correct answer: B) magnetic pull" in a for a in asked)  # only the unsupported ones
+    unsupported = {q.id for q in pool[30:45]}
+    by_id = {ex.id: ex for ex in plain}
+    taught = [ex for ex in examples if ex.question_id in unsupported and not ex.fallback]
+    assert taught and all(ex.rationale.endswith("Magnetic pull explains it: B) magnetic pull.") for ex in taught)
+    assert all(int(ex.question_id.split("-")[1]) % 2 == 0 for ex in taught)
+    # the odd ones keep the fallback; everything extraction supports is exactly as without the teacher
+    assert any(ex.fallback for ex in examples if ex.question_id in unsupported)
+    for ex in examples:
+        if ex.question_id not in unsupported:
+            assert ex.rationale == by_id[ex.id].rationale
