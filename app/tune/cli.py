@@ -125,6 +125,14 @@ def data(
             "is one token's decision; '' for none.",
         ),
     ] = "The documents say:",
+    teacher_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--teacher-cache",
+            help="The teacher's replies, appended as they come (default: --out/teacher_cache.jsonl): an "
+            "interrupted build resumes from it, and a rebuild with it asks the teacher nothing again.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Build drafting examples (see the command help)."""
@@ -163,7 +171,11 @@ def data(
 
             settings = get_settings()
             llm = make_llm(settings.verifier, threads=settings.llm_threads, cache_dir=settings.model_cache)
-            teacher = TeacherRationaler(llm, config.max_rationale_words)
+            cache = teacher_cache if teacher_cache is not None else out / "teacher_cache.jsonl"
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            teacher = TeacherRationaler(llm, config.max_rationale_words, cache=cache)
+            if teacher.replies:
+                err_console.print(f"{len(teacher.replies)} teacher replies reused from {escape(str(cache))}")
             writer = (
                 teacher
                 if rationale == "teacher"

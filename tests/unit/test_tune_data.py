@@ -301,3 +301,39 @@ def test_mixed_rationales_ask_the_teacher_only_for_unsupported_multiple_choice()
     for ex in examples:
         if ex.question_id not in unsupported:
             assert ex.rationale == by_id[ex.id].rationale
+
+
+def test_teacher_cache_resumes_and_survives_a_torn_line(tmp_path: Path) -> None:
+    from app.tune.data import TeacherRationaler
+    from tests.fakes import FakeLLM
+
+    calls: list[str] = []
+
+    def reply(prompt: ChatPrompt) -> str:
+        calls.append(prompt.messages[-1].content)
+        answer = prompt.messages[-1].content.split("Correct answer:", 1)[1].split("\n", 1)[0].strip()
+        return f"The documents say it is {answer}."
+
+    cache = tmp_path / "teacher_cache.jsonl"
+    pool = [_short(i) for i in range(12)]
+    first = TeacherRationaler(FakeLLM(reply=reply, name="t"), cache=cache)
+    built_first, _ = build_examples(pool, FakeEmbedder(), _config(rationale="teacher"), rationaler=first)
+    assert first.asked == len(calls) > 0
+    assert len(cache.read_text().splitlines()) == first.asked
+    # An interrupted build: the last reply torn mid-line. The rebuild reuses every whole line and asks for the rest.
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    calls.clear()
+    again = TeacherRationaler(FakeLLM(reply=reply, name="t"), cache=cache)
+    assert len(again.replies) == len(lines) - 1
+    built_again, _ = build_examples(pool, FakeEmbedder(), _config(rationale="teacher"), rationaler=again)
+    assert again.asked == len(calls) == 1
+    assert [ex.rationale for ex in built_again] == [ex.rationale for ex in built_first]
+    # the cache is whole again: a third build asks nothing
+    third = TeacherRationaler(FakeLLM(reply=reply, name="t"), cache=cache)
+    build_examples(pool, FakeEmbedder(), _config(rationale="teacher"), rationaler=third)
+    assert third.asked == 0
+    # another teacher does not read this one's replies
+    other = TeacherRationaler(FakeLLM(reply=reply, name="other"), cache=cache)
+    build_examples(pool, FakeEmbedder(), _config(rationale="teacher"), rationaler=other)
+    assert other.asked == first.asked
