@@ -26,23 +26,23 @@ def without_data(record: QuestionRecord) -> QuestionRecord:
 
 
 def with_data(record: QuestionRecord, question: EvalQuestion) -> QuestionRecord:
-    """A data-free record (:func:`without_data`) with ``question``'s text restored; other records unchanged.
+    """A data-free record (:func:`without_data`) with ``question``'s text restored, field by field where missing (a
+    record that ``--reuse-from`` started holds the question but no passages); other records unchanged.
 
     The passages are the dataset's, all of them chunked as the run chunked them (``app.eval.passages.given_chunks``);
     the run kept the first ``top_n x max_rounds``, so the drafts' passage indices point where they pointed in the run
     (only for runs on the dataset's passages, not ``--store``).
     """
-    if record.question or record.id != question.id:
+    if record.id != question.id or (record.question and record.passages):
         return record
     passages = [PassageOut(title=title, text=text, score=score) for _, title, text, score in given_chunks(question)]
-    return record.model_copy(
-        update={
-            "question": question.question,
-            "gold": question.answers,
-            "choices": question.choices,
-            "passages": passages,
-        }
-    )
+    restored = {
+        "question": question.question,
+        "gold": question.answers,
+        "choices": question.choices,
+        "passages": passages,
+    }
+    return record.model_copy(update={k: v for k, v in restored.items() if not getattr(record, k)})
 
 
 def export(out: Path, dest: Path) -> int:

@@ -167,6 +167,10 @@ def load_records(path: Path) -> dict[str, QuestionRecord]:
             merged = records[record.id]
             merged.systems.update(record.systems)
             merged.curves.update(record.curves)
+            # a record made without the dataset's text (reused or exported) takes it from a later line that has it
+            for name in ("question", "gold", "choices", "passages"):
+                if not getattr(merged, name) and getattr(record, name):
+                    setattr(merged, name, getattr(record, name))
         else:
             records[record.id] = record
     if good < len(raw):

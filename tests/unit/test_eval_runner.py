@@ -219,6 +219,8 @@ def test_a_copied_record_gets_the_datasets_text_back_as_the_run_chunked_it(datas
     assert restored.passages[: len(kept.passages)] == kept.passages and len(restored.passages) > len(kept.passages)
     assert restored.model_copy(update={"passages": kept.passages}) == kept
     assert export.with_data(kept, question) is kept  # a record with its text is left alone
+    started = kept.model_copy(update={"passages": []})  # as --reuse-from starts one: the question, no passages
+    assert export.with_data(started, question).passages == restored.passages
     other = load_questions(dataset)[1]
     assert export.with_data(export.without_data(kept), other).question == ""  # another question's text: no
 
@@ -249,6 +251,9 @@ def test_reuse_copies_the_standard_results_of_an_earlier_run_with_another_drafte
         assert std.reused_from == str(first)
         assert std.answer == old[qid].systems["standard"].answer and std.seconds == old[qid].systems["standard"].seconds
         assert record.systems["speculative"].reused_from is None  # the drafter changed: measured again
+        # the reused line holds no passages; the run's own line does, and the merged record keeps them (the
+        # confidence's evidence features read them when the report replays the drafts)
+        assert record.passages and record.passages == old[qid].passages
     reused = json.loads((second / "reused.json").read_text())
     assert reused["systems"] == {"standard": 3} and reused["unchecked"] == []
     assert "reused" in summary.settings
