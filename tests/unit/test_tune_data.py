@@ -274,7 +274,7 @@ def test_mixed_rationales_ask_the_teacher_only_for_unsupported_multiple_choice()
     def reply(prompt: ChatPrompt) -> str:
         user = prompt.messages[-1].content
         asked.append(user)
-        answer = user.split("Correct answer:", 1)[1].split("\n", 1)[0].strip()
+        answer = user.split("Correct choice:", 1)[1].split("\n", 1)[0].strip()  # the multiple-choice teacher
         # Names the gold choice's text only for even-numbered questions.
         number = int(user.split("erosion ", 1)[1].split("?")[0])
         return f"Magnetic pull explains it: {answer}." if number % 2 == 0 else "It is about erosion."
@@ -290,7 +290,7 @@ def test_mixed_rationales_ask_the_teacher_only_for_unsupported_multiple_choice()
     )
     plain, _ = build_examples(pool, FakeEmbedder(), _config(mcq_fallback_cap=1.0))
     assert card.teacher is not None and "fake-teacher" in card.teacher
-    assert asked and all("Correct answer: B) magnetic pull" in a for a in asked)  # only the unsupported ones
+    assert asked and all("Correct choice: B) magnetic pull" in a for a in asked)  # only the unsupported ones
     unsupported = {q.id for q in pool[30:45]}
     by_id = {ex.id: ex for ex in plain}
     taught = [ex for ex in examples if ex.question_id in unsupported and not ex.fallback]
@@ -337,3 +337,22 @@ def test_teacher_cache_resumes_and_survives_a_torn_line(tmp_path: Path) -> None:
     other = TeacherRationaler(FakeLLM(reply=reply, name="other"), cache=cache)
     build_examples(pool, FakeEmbedder(), _config(rationale="teacher"), rationaler=other)
     assert other.asked == first.asked
+
+
+def test_teacher_mcq_rationale_loses_a_letter_opening_and_must_name_the_choice() -> None:
+    from app.tune.data import ExamplePassage, TeacherRationaler
+    from tests.fakes import FakeLLM
+
+    def reply(prompt: ChatPrompt) -> str:
+        if "erosion" in prompt.messages[-1].content:
+            return "The correct choice is B) flowing water. It wears rock away over time."
+        return "It is about weather."  # names no choice
+
+    teacher = TeacherRationaler(FakeLLM(reply=reply, name="t"))
+    passages = [ExamplePassage(text="Rivers carve valleys.", from_question="arcc-1")]
+    choices = {"A": "its colour", "B": "flowing water"}
+    assert teacher.mcq("Which explains erosion?", passages, "B", "flowing water", choices) == (
+        "Flowing water. It wears rock away over time.",
+        False,
+    )
+    assert teacher.mcq("Which explains rain?", passages, "B", "flowing water", choices) is None
