@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast, get_args
 
 import typer
 from rich.markup import escape
@@ -143,14 +143,15 @@ def data(
         ExtractRationaler,
         MixedRationaler,
         Rationaler,
+        RationaleSource,
         TeacherRationaler,
         build_examples,
         load_pool,
         write_examples,
     )
 
-    if rationale not in ("extract", "teacher", "mixed"):
-        raise CLIError(f"--rationale must be extract, teacher or mixed, not {rationale!r}")
+    if rationale not in get_args(RationaleSource):
+        raise CLIError(f"--rationale must be one of {', '.join(get_args(RationaleSource))}, not {rationale!r}")
     path = pool if pool is not None else _shared_dir() / "train" / "pool.jsonl"
     try:
         questions = load_pool(path)
@@ -162,7 +163,7 @@ def data(
             abstain_cap=abstain_cap,
             mcq_fallback_cap=fallback_cap,
             answer_lead=answer_lead,
-            rationale="teacher" if rationale == "teacher" else "mixed" if rationale == "mixed" else "extract",
+            rationale=cast(RationaleSource, rationale),
         )
         writer: Rationaler | None = None
         if rationale != "extract":
