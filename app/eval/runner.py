@@ -71,6 +71,10 @@ class QuestionRecord(BaseModel):
     )
 
 
+DATASET_FIELDS: tuple[str, ...] = ("question", "gold", "choices", "passages")
+"""The fields of a :class:`QuestionRecord` that hold the dataset's text (a data-free copy has them empty)."""
+
+
 KNOB_BEFORE: dict[str, Any] = {"self_consistency_of": "answer_and_rationale"}
 """What a run made before a context knob existed did, where that is not the knob's default now."""
 
@@ -168,7 +172,7 @@ def load_records(path: Path) -> dict[str, QuestionRecord]:
             merged.systems.update(record.systems)
             merged.curves.update(record.curves)
             # a record made without the dataset's text (reused or exported) takes it from a later line that has it
-            for name in ("question", "gold", "choices", "passages"):
+            for name in DATASET_FIELDS:
                 if not getattr(merged, name) and getattr(record, name):
                     setattr(merged, name, getattr(record, name))
         else:

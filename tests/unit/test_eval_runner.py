@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from app.eval import export
-from app.eval.runner import RESULTS, EvalError, load_records
+from app.eval.runner import DATASET_FIELDS, RESULTS, EvalError, load_records
 from app.eval.session import EvalOptions, evaluate
 from app.eval.systems import SYSTEMS, Models, pick
 from app.llm.metered import MeteredModel
@@ -214,7 +214,10 @@ def test_a_copied_record_gets_the_datasets_text_back_as_the_run_chunked_it(datas
     kept = load_records(out / RESULTS)["short_qa-0"]
     assert kept.passages[1].text != long_text and kept.passages[1].title == "Long"  # the run chunked it
     question = load_questions(dataset)[0]
-    restored = export.with_data(export.without_data(kept), question)
+    emptied = export.without_data(kept)
+    assert all(not getattr(emptied, name) for name in DATASET_FIELDS)  # the fields load_records merges are empty
+    assert emptied.model_copy(update={name: getattr(kept, name) for name in DATASET_FIELDS}) == kept  # only those
+    restored = export.with_data(emptied, question)
     # Every chunk comes back; the run kept the first top_n x max_rounds, which the drafts' indices point into.
     assert restored.passages[: len(kept.passages)] == kept.passages and len(restored.passages) > len(kept.passages)
     assert restored.model_copy(update={"passages": kept.passages}) == kept
