@@ -452,8 +452,11 @@ def _read_cache(path: Path) -> dict[str, str]:
     return replies
 
 
-_LETTER_OPENING = re.compile(r"^\s*the (?:correct |right )?(?:choice|answer|option) is:?\s*\(?[A-E]\)?[.:,]?\s*", re.I)
-"""'The correct choice is C) ' and its variants, at the start of a teacher's multiple-choice rationale."""
+_LETTER_OPENING = re.compile(
+    r"^\s*the (?:correct |right )?(?:choice|answer|option)(?: is)?:?\s*\(?(?-i:[A-E])(?:\)|[.:,]|\s)\s*", re.I
+)
+"""'The correct choice is C) ', 'The correct choice D) ' and their variants, at the start of a teacher's
+multiple-choice rationale (a capital letter only: 'The answer is a rock' keeps its words)."""
 
 
 class TeacherRationaler:

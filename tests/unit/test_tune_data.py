@@ -356,3 +356,24 @@ def test_teacher_mcq_rationale_loses_a_letter_opening_and_must_name_the_choice()
         False,
     )
     assert teacher.mcq("Which explains rain?", passages, "B", "flowing water", choices) is None
+
+
+@pytest.mark.parametrize(
+    ("reply", "kept"),
+    [
+        ("The correct choice D) flowing water is right.", "Flowing water is right."),  # no 'is'
+        ("The correct choice is: (D) flowing water.", "Flowing water."),
+        ("The answer is D. Flowing water wears rock.", "Flowing water wears rock."),
+        ("The answer is a flowing water.", "The answer is a flowing water."),  # 'a' is a word, not a letter
+    ],
+)
+def test_teacher_mcq_letter_openings(reply: str, kept: str) -> None:
+    from app.tune.data import ExamplePassage, TeacherRationaler
+    from tests.fakes import FakeLLM
+
+    teacher = TeacherRationaler(FakeLLM(reply=lambda _p: reply, name="t"))
+    passages = [ExamplePassage(text="Rivers carve valleys.", from_question="arcc-1")]
+    assert teacher.mcq("Which explains erosion?", passages, "D", "flowing water", {"D": "flowing water"}) == (
+        kept,
+        False,
+    )
