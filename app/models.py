@@ -145,6 +145,15 @@ _ADAPTERS: tuple[PackagedAdapter, ...] = (
         sha256="8d46033650ab7088c53183957222f66c6fbb6034a868261aa0b6b3ad80ada9c2",
         size=17_619_840,
     ),
+    # adapters/specrag-drafter-v3/README.md: 600 of 1174 planned steps on data v3 (456 multiple-choice examples
+    # with teacher rationales, balanced letters); not the default: on 24 unseen pool drafts it over-abstains
+    # (10 correct, v2 15), and it has no dev150 run yet.
+    PackagedAdapter(
+        name="specrag-drafter-v3",
+        base="qwen2.5-coder-0.5b-instruct",
+        sha256="96f8b005d352bb9f4da2c4ab7e007204c8380f1cbdc9bb6e966092a9c3ef6013",
+        size=17_619_840,
+    ),
 )
 ADAPTER_REGISTRY: dict[str, PackagedAdapter] = {a.name: a for a in _ADAPTERS}
 
