@@ -102,7 +102,7 @@ def model_card(
     if horizon is not None and horizon.set_at_step is not None:
         lines += [
             f"The run was planned for {summary.planned_steps} steps and shortened to {horizon.total_steps} at step "
-            f"{horizon.set_at_step} (the shared machine was busier than when it was sized): the data order is "
+            f"{horizon.set_at_step} (why: the notes below, where given): the data order is "
             "unchanged, the learning rate decays over the new horizon from that step on, "
             f"so {summary.planned_steps - horizon.total_steps} of the selected examples were never seen.",
             "",
