@@ -107,6 +107,14 @@ def data(
     abstain_cap: Annotated[
         float, typer.Option("--abstain-cap", min=0.0, max=1.0, help="Largest share of abstentions.")
     ] = 0.15,
+    abstain_cap_of: Annotated[
+        str,
+        typer.Option(
+            "--abstain-cap-of",
+            help="What --abstain-cap is a share of: short_answers (the examples that may abstain) or all (every "
+            "example, multiple choice included: how the v2 and v3 data were built).",
+        ),
+    ] = "short_answers",
     fallback_cap: Annotated[
         float,
         typer.Option(
@@ -138,6 +146,7 @@ def data(
     """Build drafting examples (see the command help)."""
     from app.embed.factory import get_embedder
     from app.tune.data import (
+        AbstainCapOf,
         DataConfig,
         DataError,
         ExtractRationaler,
@@ -152,6 +161,8 @@ def data(
 
     if rationale not in get_args(RationaleSource):
         raise CLIError(f"--rationale must be one of {', '.join(get_args(RationaleSource))}, not {rationale!r}")
+    if abstain_cap_of not in get_args(AbstainCapOf):
+        raise CLIError(f"--abstain-cap-of must be one of {', '.join(get_args(AbstainCapOf))}, not {abstain_cap_of!r}")
     path = pool if pool is not None else _shared_dir() / "train" / "pool.jsonl"
     try:
         questions = load_pool(path)
@@ -161,6 +172,7 @@ def data(
             distractor_reservoir=reservoir,
             max_passage_words=max_passage_words,
             abstain_cap=abstain_cap,
+            abstain_cap_of=cast(AbstainCapOf, abstain_cap_of),
             mcq_fallback_cap=fallback_cap,
             answer_lead=answer_lead,
             rationale=cast(RationaleSource, rationale),

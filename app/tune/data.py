@@ -52,6 +52,7 @@ from graphs.drafting import ABSTAIN_ANSWER, ABSTAIN_RATIONALE, draft_prompt, ren
 from graphs.question import with_choices
 
 RationaleSource = Literal["extract", "teacher", "mixed"]
+AbstainCapOf = Literal["short_answers", "all"]
 Outcome = Literal["answer", "abstain"]
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -202,7 +203,16 @@ class DataConfig(BaseModel):
     per_draft: int = Field(2, ge=1, description="k: clusters and passages per subset (the graph's per_draft)")
     n_drafts: int = Field(5, ge=1, description="m: subsets sampled per question (the graph's n_drafts)")
     max_subsets_per_question: int = Field(2, ge=1, description="Examples kept per question (1 or up to this many)")
-    abstain_cap: float = Field(0.15, ge=0.0, le=1.0, description="Largest share of abstentions among the examples")
+    abstain_cap: float = Field(
+        0.15, ge=0.0, le=1.0, description="Largest share of abstentions among the examples of ``abstain_cap_of``"
+    )
+    abstain_cap_of: AbstainCapOf = Field(
+        "all",
+        description="What the abstention cap is a share of: 'short_answers' (the examples that may abstain; "
+        "multiple choice never does, so its examples do not dilute the cap; `specrag tune data`'s default) or "
+        "'all' (every example: how the v2 and v3 data were built, where 456 multiple-choice examples let popqa "
+        "reach 30 % abstentions; the default here, so that older data cards read back as they were built)",
+    )
     mcq_fallback_cap: float = Field(
         0.3,
         ge=0.0,
@@ -795,7 +805,9 @@ def build_examples(
             f"answer rationales open with {config.answer_lead!r} (abstentions with {ABSTAIN_RATIONALE!r})"
             if config.answer_lead
             else "answer rationales have no fixed opening",
-            f"abstentions capped at {config.abstain_cap:.0%} of the examples (random ones dropped)",
+            f"abstentions capped at {config.abstain_cap:.0%} of "
+            + ("the examples" if config.abstain_cap_of == "all" else "the short-answer examples")
+            + " (random ones dropped)",
             f"passages cut to {config.max_passage_words} words for training (the alias kept inside)",
             "input paths under eval/dev are refused; the pool is disjoint from the dev set (pool README)",
         ],
@@ -823,8 +835,10 @@ def _cap_share(
 def _cap_abstentions(
     examples: list[TuneExample], config: DataConfig, rng: np.random.Generator, per_source: dict[str, SourceCounts]
 ) -> list[TuneExample]:
-    """Drop random abstentions until they are at most ``abstain_cap`` of the examples."""
-    answers = sum(ex.outcome != "abstain" for ex in examples)
+    """Drop random abstentions until they are at most ``abstain_cap`` of the examples (``abstain_cap_of='all'``)
+    or of the short-answer examples (``'short_answers'``, the default)."""
+    counted = examples if config.abstain_cap_of == "all" else [ex for ex in examples if ex.task != "mcq"]
+    answers = sum(ex.outcome != "abstain" for ex in counted)
     kept, dropped = _cap_share(examples, lambda ex: ex.outcome == "abstain", answers, config.abstain_cap, rng)
     for ex in dropped:
         per_source[ex.source].dropped_abstain_cap += 1

@@ -377,3 +377,16 @@ def test_teacher_mcq_letter_openings(reply: str, kept: str) -> None:
         kept,
         False,
     )
+
+
+def test_abstention_cap_of_short_answers_ignores_multiple_choice() -> None:
+    """Multiple choice never abstains, so counting it in the cap's base lets short answers abstain more."""
+    shares = {}
+    for of in ("all", "short_answers"):
+        examples, card = build_examples(_pool(), FakeEmbedder(), _config(abstain_cap=0.2, abstain_cap_of=of))
+        short = [ex for ex in examples if ex.task != "mcq"]
+        assert any(ex.task == "mcq" for ex in examples)
+        shares[of] = sum(ex.outcome == "abstain" for ex in short) / len(short)
+        assert (of == "all") == ("of the examples" in " ".join(card.filters))
+    assert shares["short_answers"] <= 0.2 + 1 / len(short)
+    assert shares["all"] > shares["short_answers"]
