@@ -836,7 +836,7 @@ def _cap_abstentions(
     examples: list[TuneExample], config: DataConfig, rng: np.random.Generator, per_source: dict[str, SourceCounts]
 ) -> list[TuneExample]:
     """Drop random abstentions until they are at most ``abstain_cap`` of the examples (``abstain_cap_of='all'``)
-    or of the short-answer examples (``'short_answers'``, the default)."""
+    or of the short-answer examples (``'short_answers'``, `specrag tune data`'s default)."""
     counted = examples if config.abstain_cap_of == "all" else [ex for ex in examples if ex.task != "mcq"]
     answers = sum(ex.outcome != "abstain" for ex in counted)
     kept, dropped = _cap_share(examples, lambda ex: ex.outcome == "abstain", answers, config.abstain_cap, rng)
