@@ -109,3 +109,24 @@ def sample_drafts(llm: LanguageModel, examples: Sequence[TuneExample], *, max_to
             )
         )
     return out
+
+
+def balanced_sample(rows: Sequence[TuneExample], n: int) -> list[TuneExample]:
+    """Up to ``n`` examples, taking sources and outcomes in turn (so that five show each kind), in file order."""
+    groups: dict[tuple[str, str], list[TuneExample]] = {}
+    for r in rows:
+        groups.setdefault((r.source, r.outcome), []).append(r)
+    keys = sorted(groups)
+    out: list[TuneExample] = []
+    while len(out) < n and any(groups[k] for k in keys):
+        for k in keys:
+            if groups[k] and len(out) < n:
+                out.append(groups[k].pop(0))
+    return out
+
+
+def trained_questions(run: Path) -> set[str]:
+    """The question ids of the examples a training run has trained on (its ``loss.jsonl``; empty if none)."""
+    from app.tune.train import read_log
+
+    return {i.split("#", 1)[0] for r in read_log(run / "loss.jsonl") for i in r.example_ids}

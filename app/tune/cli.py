@@ -9,16 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast, get_args
+from typing import Annotated, cast, get_args
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from app.cli_errors import CLIError, cli_errors, err_console
-
-if TYPE_CHECKING:
-    from app.tune.data import TuneExample
 
 DEFAULT_DIR = Path(".specrag/tune")
 
@@ -418,7 +415,7 @@ def check_cmd(
     """Check a drafter (see the command help)."""
     from app.llm.factory import make_llm
     from app.settings import get_settings
-    from app.tune.check import compare_tokenisation, sample_drafts
+    from app.tune.check import balanced_sample, compare_tokenisation, sample_drafts, trained_questions
     from app.tune.data import DataError, read_examples
 
     settings = get_settings()
@@ -437,13 +434,11 @@ def check_cmd(
         return
     pool = rows
     if unseen is not None:
-        from app.tune.train import read_log
-
-        trained = {i.split("#", 1)[0] for r in read_log(unseen / "loss.jsonl") for i in r.example_ids}
+        trained = trained_questions(unseen)
         if not trained:
             raise CLIError(f"{unseen} has no loss.jsonl with trained examples")
         pool = [r for r in rows if r.question_id not in trained]
-    sample = _balanced_sample(pool, n)
+    sample = balanced_sample(pool, n)
     llm = make_llm(drafter, threads=settings.llm_threads, cache_dir=settings.model_cache)
     err_console.print(f"drafter: {escape(llm.name)}")
     drafts = sample_drafts(llm, sample)
@@ -470,20 +465,6 @@ def check_cmd(
             + "\n",
             encoding="utf-8",
         )
-
-
-def _balanced_sample(rows: list[TuneExample], n: int) -> list[TuneExample]:
-    """Up to ``n`` examples, taking sources and outcomes in turn (so that five show each kind), in file order."""
-    groups: dict[tuple[str, str], list[TuneExample]] = {}
-    for r in rows:
-        groups.setdefault((r.source, r.outcome), []).append(r)
-    keys = sorted(groups)
-    out: list[TuneExample] = []
-    while len(out) < n and any(groups[k] for k in keys):
-        for k in keys:
-            if groups[k] and len(out) < n:
-                out.append(groups[k].pop(0))
-    return out
 
 
 @tune_app.command(

@@ -21,9 +21,8 @@ from pathlib import Path
 
 from app.llm.factory import make_llm
 from app.settings import get_settings
-from app.tune.cli import _balanced_sample
+from app.tune.check import balanced_sample, trained_questions
 from app.tune.data import example_prompt, read_examples
-from app.tune.train import read_log
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,8 @@ def main(argv: list[str]) -> None:
     lora, examples, n, out = argv[0], Path(argv[1]), int(argv[2]), Path(argv[3])
     run = Path(argv[4]) if len(argv) > 4 else Path(".specrag/tune/run-v4")
     settings = get_settings()
-    trained = {i.split("#", 1)[0] for r in read_log(run / "loss.jsonl") for i in r.example_ids}
-    sample = _balanced_sample([r for r in read_examples(examples) if r.question_id not in trained], n)
+    trained = trained_questions(run)
+    sample = balanced_sample([r for r in read_examples(examples) if r.question_id not in trained], n)
     llm = make_llm(
         settings.drafter.model_copy(update={"lora": lora}), threads=settings.llm_threads, cache_dir=settings.model_cache
     )
