@@ -158,6 +158,11 @@ def _confidence_line(c: ConfidenceOut) -> Text:
     )
 
 
+def _threshold(rule: str) -> str:
+    """'0.8' of 'threshold 0.8'."""
+    return rule.removeprefix("threshold ").strip()
+
+
 def _drafts_table(result: RunResult, width: int) -> Table:
     """The drafts with their scores; the answer column takes what the number columns leave of ``width``."""
     table = Table(
@@ -179,9 +184,12 @@ def _drafts_table(result: RunResult, width: int) -> Table:
         s = d.scores
         answer = " ".join(d.answer.split())
         if d.outcome == "abstain":
-            answer = "(abstained: not in its passages)"
+            sure = f", P {d.abstain_prob:.2f} > {_threshold(d.abstain_rule)}" if d.abstain_prob is not None else ""
+            answer = f"(abstained{sure}: not in its passages)"
         elif d.outcome == "unparsed":
             answer = f"(unparsed) {answer}"
+        if d.answer_forced and d.abstain_prob is not None:
+            answer = f"{answer} (made to answer: P(abstain) {d.abstain_prob:.2f})"
         cells = [f"{'★' if i == result.chosen else ''}{i}"]
         if len(result.rounds) > 1:
             cells.append(str(d.round + 1))

@@ -79,6 +79,19 @@ SelfConsistencyOption = Annotated[
 ]
 """The ``self_consistency_of`` option, shared by ``ask`` and ``eval``."""
 
+AbstainThresholdOption = Annotated[
+    float | None,
+    typer.Option(
+        "--abstain-threshold",
+        help=(
+            "Short-answer drafts of a tuned drafter: abstain only when its probability of abstaining is above this "
+            "(0.5-1.0; 1.0: never abstain), else it is made to answer. \\[default: greedy]"
+        ),
+        show_default=False,
+    ),
+]
+"""The ``abstain_threshold`` option, shared by ``ask`` and ``eval``."""
+
 
 def _context(overrides: Mapping[str, object]) -> Context:
     """The run context from the options that were given (None: the default), or a one-line error."""
@@ -271,6 +284,7 @@ def ask(
             show_default=False,
         ),
     ] = None,
+    abstain_threshold: AbstainThresholdOption = None,
 ) -> None:
     """Answer a question (see the command help)."""
 
@@ -291,6 +305,7 @@ def ask(
         "draft_max_tokens": draft_max_tokens,
         "compress": compress,
         "compress_target": compress_target,
+        "abstain_threshold": abstain_threshold,
     }
     result = run(question, _context(overrides), graph.value, choices=parse_choices(choice or []))
     if as_json:
@@ -526,6 +541,7 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    abstain_threshold: AbstainThresholdOption = None,
     restart: Annotated[bool, typer.Option("--restart", help="Discard what --out holds and start afresh.")] = False,
     reuse_from: Annotated[
         Path | None,
@@ -557,6 +573,7 @@ def evaluate(
             "self_consistency_of": self_consistency_of,
             "compress_target": compress_target,
             "rotate_choices": rotate_choices,
+            "abstain_threshold": abstain_threshold,
         }
     )
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import json
 import os
 import sys
 import tempfile
@@ -23,6 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.settings import LLMSettings
 
 GGUF_MAGIC = b"GGUF"
 _CHUNK = 8 * 1024 * 1024
@@ -227,6 +232,29 @@ def resolve_adapter(
     if digest != expected.lower():
         raise AdapterError(f"adapter {label!r}: sha256 mismatch ({path}: {digest}, expected {expected})")
     return ResolvedAdapter(path=path, label=label, sha256=digest)
+
+
+def adapter_answer_lead(name_or_path: str) -> str:
+    """The opening an adapter was trained to write before an answer (its data card's ``config.answer_lead``, e.g.
+    "The documents say:"); "" when the adapter is empty, unknown, or has no ``data_card.json`` beside it.
+
+    With a lead, the drafting step can weigh answering against abstaining as one token (``Context.abstain_threshold``).
+    """
+    if not name_or_path:
+        return ""
+    packaged = ADAPTER_REGISTRY.get(name_or_path)
+    path = packaged.path if packaged is not None else Path(name_or_path).expanduser()
+    card = path.parent / "data_card.json"
+    try:
+        lead = json.loads(card.read_text(encoding="utf-8")).get("config", {}).get("answer_lead", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return lead if isinstance(lead, str) else ""
+
+
+def answer_lead(llm: LLMSettings) -> str:
+    """A drafter's answer lead: its ``answer_lead`` setting, or else its adapter's (``adapter_answer_lead``)."""
+    return llm.answer_lead if llm.answer_lead is not None else adapter_answer_lead(llm.lora)
 
 
 def get_spec(name: str) -> PackagedModel:

@@ -66,6 +66,11 @@ class LLMSettings(BaseModel):
         "app.models list`, e.g. 'specrag-drafter-v1') or a path to a GGUF LoRA file; empty: the base model. Ollama "
         "takes an adapter through a Modelfile ADAPTER line instead.",
     )
+    answer_lead: str | None = Field(
+        None,
+        description="The opening a tuned drafter writes before an answer (e.g. 'The documents say:'), which lets "
+        "abstain_threshold weigh answering against abstaining; None: the lora adapter's data card says; empty: none.",
+    )
     lora_sha256: str | None = Field(
         None,
         pattern=r"^[0-9a-f]{64}$",

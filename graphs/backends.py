@@ -32,6 +32,11 @@ class Backends(Protocol):
     def embedder(self) -> Embedder: ...
     @property
     def store(self) -> VectorStore: ...
+    @property
+    def drafter_lead(self) -> str:
+        """The opening the drafter was tuned to write before an answer ("The documents say:"; "" for none): with
+        it, ``Context.abstain_threshold`` can weigh answering against abstaining (``graphs.drafting.AbstainChoice``)."""
+        ...
 
 
 BackendProvider = Callable[[Context], Backends]
@@ -64,6 +69,7 @@ class StaticBackends:
     verifier: LanguageModel
     embedder: Embedder
     store: VectorStore
+    drafter_lead: str = ""
 
 
 class ConfiguredBackends:
@@ -79,6 +85,13 @@ class ConfiguredBackends:
 
         s = get_settings()
         return get_llm(s.drafter, threads=s.llm_threads, cache_dir=s.model_cache)
+
+    @cached_property
+    def drafter_lead(self) -> str:
+        from app.models import answer_lead
+        from app.settings import get_settings
+
+        return answer_lead(get_settings().drafter)
 
     @cached_property
     def verifier(self) -> LanguageModel:

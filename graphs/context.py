@@ -77,6 +77,17 @@ class Context(BaseModel):
         le=1024,
         description="Maximum tokens the drafter writes per draft (rationale + answer).",
     )
+    abstain_threshold: float | None = Field(
+        default=None,
+        ge=0.5,
+        le=1.0,
+        description=(
+            "Short-answer drafts of a tuned drafter (one with an answer lead, e.g. 'The documents say:'): abstain "
+            "only when the drafter's probability of the abstention's first word after the shared opening "
+            "('The documents do ...') is above this; at or below it the draft is written again with the answer "
+            "lead. Empty: greedy (abstain when that word is the likelier). 1.0: never abstain."
+        ),
+    )
     answer_max_tokens: int = Field(default=96, ge=8, le=1024, description="Maximum tokens of a standard-RAG answer.")
     self_consistency_of: SelfConsistencyOf = Field(
         default="answer_given_rationale",

@@ -9,12 +9,13 @@ subset does not hold the answer. Abstentions are not verified and rank last (``g
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from app.llm.protocol import ChatPrompt
+from app.llm.protocol import ChatPrompt, LanguageModel
 from graphs import prompting
 from graphs.safety import neutralize
 
@@ -146,3 +147,114 @@ def choice_letter(answer: str, choices: Mapping[str, str]) -> str | None:
 
 def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+@dataclass(frozen=True)
+class LeadSplit:
+    """A tuned drafter's answer lead and the abstention rationale, split at their first different word: after the
+    shared opening, answering or abstaining is one word ("The documents" + "say" | "do")."""
+
+    shared: str
+    """The words both open with ("The documents")."""
+    answer_word: str
+    """The answer lead's next word ("say")."""
+    abstain_word: str
+    """The abstention's next word ("do")."""
+
+
+def split_lead(lead: str) -> LeadSplit | None:
+    """Split ``lead`` against ``ABSTAIN_RATIONALE``; None when they share no opening or differ in no word."""
+    a, b = lead.split(), ABSTAIN_RATIONALE.split()
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    if n == 0 or n >= len(a) or n >= len(b):
+        return None
+    answer_word, abstain_word = _first_word(a[n]), _first_word(b[n])
+    if not answer_word or not abstain_word or answer_word.lower() == abstain_word.lower():
+        return None
+    return LeadSplit(" ".join(a[:n]), answer_word, abstain_word)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Drafted:
+    """What the drafter wrote for one subset, and how answering was weighed against abstaining."""
+
+    text: str
+    """The reply after the ``Rationale:`` prefill, any opening the step pre-filled included."""
+    logprob: float
+    """The drafter's log-probability of ``text``: the generated tokens, plus, for a draft written again with the
+    answer lead, log(1 - P(abstention word)) for the answer word it was given (the two words hold over 98 % of the
+    mass after the opening, measured on the tuned drafters; the shared opening itself is not counted)."""
+    tokens: int
+    """Tokens generated (of the kept generation)."""
+    prompt_tokens: int
+    """Tokens of the prompt (of the kept generation)."""
+    finish_reason: str
+    """'stop' or 'length'."""
+    abstain_prob: float | None = None
+    """With a threshold: the drafter's probability of the abstention's word after the opening, when it chose that
+    word (None: it chose to answer, so the probability was below one half; or no threshold applied)."""
+    answer_forced: bool = False
+    """Whether the drafter chose to abstain at or below the threshold and was made to answer (the answer lead
+    pre-filled)."""
+    abstain_rule: str = "greedy"
+    """How answering was weighed against abstaining: 'greedy', or 'threshold <t>'."""
+
+
+def write_draft(
+    llm: LanguageModel,
+    prompt: ChatPrompt,
+    *,
+    max_tokens: int,
+    lead: str = "",
+    threshold: float | None = None,
+    choices: Mapping[str, str] | None = None,
+) -> Drafted:
+    """Generate one draft. With ``threshold`` and a drafter ``lead`` (short-answer questions only: multiple choice
+    never abstains), the shared opening of the lead and the abstention is pre-filled; when the drafter then picks
+    the abstention's word with probability at or below ``threshold``, the draft is written again with the whole
+    answer lead pre-filled (one more generation, for those drafts only)."""
+    split = split_lead(lead) if threshold is not None and not choices else None
+    if split is None:
+        gen = llm.generate([prompt], max_tokens=max_tokens)[0]
+        return Drafted(
+            text=gen.text,
+            logprob=gen.logprob,
+            tokens=gen.n_tokens,
+            prompt_tokens=gen.prompt_tokens,
+            finish_reason=gen.finish_reason,
+            abstain_rule="greedy" if threshold is None or choices else "greedy (the drafter has no answer lead)",
+        )
+    rule = f"threshold {threshold:g}"
+    opening = " " + split.shared
+    gen = llm.generate([replace(prompt, prefill=prompt.prefill + opening)], max_tokens=max_tokens)[0]
+    chose_abstain = _first_word(gen.text).lower() == split.abstain_word.lower() and bool(gen.token_logprobs)
+    p = math.exp(gen.token_logprobs[0]) if chose_abstain else None
+    if p is None or p > (threshold or 0.0):
+        return Drafted(
+            text=opening + gen.text,
+            logprob=gen.logprob,
+            tokens=gen.n_tokens,
+            prompt_tokens=gen.prompt_tokens,
+            finish_reason=gen.finish_reason,
+            abstain_prob=p,
+            abstain_rule=rule,
+        )
+    forced = " " + lead.strip()
+    again = llm.generate([replace(prompt, prefill=prompt.prefill + forced)], max_tokens=max_tokens)[0]
+    return Drafted(
+        text=forced + again.text,
+        logprob=again.logprob + math.log(max(1.0 - p, 1e-6)),
+        tokens=again.n_tokens,
+        prompt_tokens=again.prompt_tokens,
+        finish_reason=again.finish_reason,
+        abstain_prob=p,
+        answer_forced=True,
+        abstain_rule=rule,
+    )
+
+
+def _first_word(text: str) -> str:
+    m = re.match(r"\s*([^\W_]+)", text)
+    return m.group(1) if m else ""

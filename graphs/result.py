@@ -52,6 +52,11 @@ class DraftOut(BaseModel):
     outcome: str = Field(description="answer, abstain (not verified, ranked last) or unparsed")
     letter: str | None = Field(None, description="Multiple choice: the choice letter the answer names")
     choice_shift: int = Field(0, description="Multiple choice: places the drafter saw the choices rotated (0: none)")
+    abstain_rule: str = Field("greedy", description="How answering was weighed against abstaining")
+    abstain_prob: float | None = Field(
+        None, description="Under a threshold: the drafter's P(abstention word) when it chose to abstain"
+    )
+    answer_forced: bool = Field(False, description="Chose to abstain below the threshold and was made to answer")
     finish_reason: str
     scores: DraftScores | None
     tokens: DraftTokens
@@ -137,6 +142,9 @@ def _draft_out(d: Draft) -> DraftOut:
         outcome=d.outcome,
         letter=d.letter,
         choice_shift=d.choice_shift,
+        abstain_rule=d.abstain_rule,
+        abstain_prob=d.abstain_prob,
+        answer_forced=d.answer_forced,
         finish_reason=d.finish_reason,
         scores=scores,
         tokens=DraftTokens(

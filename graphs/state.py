@@ -129,6 +129,14 @@ class Draft:
     ``text`` uses the rotated letters; ``letter`` and ``answer`` are mapped back); 0: the question's order."""
     model: str = ""
     """The drafter that wrote it (``LanguageModel.name``: model, and the LoRA adapter with its sha256 prefix)."""
+    abstain_rule: str = "greedy"
+    """How answering was weighed against abstaining (``Context.abstain_threshold``): 'greedy', 'threshold <t>', or
+    'greedy (the drafter has no answer lead)' when a threshold was asked of a drafter without one."""
+    abstain_prob: float | None = None
+    """Under a threshold: the drafter's probability of the abstention's word when it chose that word (None: it
+    chose to answer, or no threshold applied)."""
+    answer_forced: bool = False
+    """Under a threshold: the drafter chose to abstain with a probability at or below it and was made to answer."""
 
 
 def merge_drafts(current: list[Draft], update: list[Draft]) -> list[Draft]:

@@ -40,6 +40,7 @@ DRAFTING_KNOBS = frozenset(
         "use_self_reflection",
         "self_consistency_of",
         "rotate_choices",
+        "abstain_threshold",
         "accept_threshold",  # earlier runs' knob (P(Yes) threshold), replaced by accept_confidence
         "accept_confidence",
         "fallback",

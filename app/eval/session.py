@@ -49,6 +49,7 @@ def load_models(systems: Sequence[str] = ()) -> Models:
     ``speculative-base`` among ``systems`` and a drafter adapter configured, the drafter's base model too."""
     from app.embed.factory import get_embedder
     from app.llm.factory import get_llm
+    from app.models import answer_lead
 
     s = get_settings()
     drafter = get_llm(s.drafter, threads=s.llm_threads, cache_dir=s.model_cache)
@@ -62,6 +63,7 @@ def load_models(systems: Sequence[str] = ()) -> Models:
         verifier=MeteredModel(verifier),
         embedder=get_embedder(s.embedder),
         base_drafter=base,
+        drafter_lead=answer_lead(s.drafter),
     )
 
 

@@ -94,6 +94,10 @@ class DraftRecord(BaseModel):
     outcome: str = Field("answer", description="answer, abstain (not verified, never selected) or unparsed")
     letter: str | None = Field(None, description="Multiple choice: the choice letter the answer names")
     choice_shift: int = Field(0, description="Multiple choice: places the drafter saw the choices rotated (0: none)")
+    abstain_prob: float | None = Field(
+        None, description="Under an abstention threshold: the drafter's P(abstention word) when it chose to abstain"
+    )
+    answer_forced: bool = Field(False, description="Chose to abstain at or below the threshold; made to answer")
     draft: float | None
     draft_tokens: int
     self_consistency: float | None
@@ -245,6 +249,9 @@ class Models:
     embedder: Embedder
     base_drafter: MeteredModel | None = None
     """The drafter model without its tuned adapter (``speculative-base``); None: the drafter is the base model."""
+    drafter_lead: str = ""
+    """The drafter's answer lead (``app.models.answer_lead``; for ``Context.abstain_threshold``); the base drafter
+    and the verifier have none."""
 
     def reset(self) -> None:
         self.drafter.reset()
@@ -269,6 +276,8 @@ def _record(d: DraftOut, pool_index: dict[str, int]) -> DraftRecord:
         outcome=d.outcome,
         letter=d.letter,
         choice_shift=d.choice_shift,
+        abstain_prob=d.abstain_prob,
+        answer_forced=d.answer_forced,
         draft=s.draft if s else None,
         draft_tokens=d.tokens.draft,
         self_consistency=s.self_consistency if s else None,
@@ -300,7 +309,13 @@ def run_graph(
         Exception: Whatever the graph raised (the caller records it).
     """
     drafting = {"drafter": models.drafter, "base": models.base_drafter or models.drafter, "verifier": models.verifier}
-    backends = StaticBackends(drafter=drafting[drafter], verifier=models.verifier, embedder=models.embedder, store=pool)
+    backends = StaticBackends(
+        drafter=drafting[drafter],
+        verifier=models.verifier,
+        embedder=models.embedder,
+        store=pool,
+        drafter_lead=models.drafter_lead if drafter == "drafter" else "",
+    )
     module = speculative_rag if graph == "speculative" else standard_rag
     compiled = module.build(lambda _: backends).compile(name=f"{graph}_rag")
     models.reset()

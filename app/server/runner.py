@@ -197,6 +197,10 @@ class TrackedBackends:
     def store(self) -> Any:
         return _TrackedCalls(self._inner.store, "store")
 
+    @property
+    def drafter_lead(self) -> str:
+        return self._inner.drafter_lead
+
     def __getattr__(self, name: str) -> Any:  # e.g. ``observer``
         return getattr(self._inner, name)
 

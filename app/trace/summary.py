@@ -63,6 +63,9 @@ def draft_json(d: Draft) -> dict[str, Any]:
         "prompt_tokens": d.prompt_tokens,
         "finish_reason": d.finish_reason,
         "model": d.model,
+        "abstain_rule": d.abstain_rule,
+        "abstain_prob": finite(d.abstain_prob) if d.abstain_prob is not None else None,
+        "answer_forced": d.answer_forced,
     }
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from app.llm.protocol import LanguageModel
 from app.tune.data import TuneExample, example_prompt
-from graphs.drafting import parse_reply
+from graphs.drafting import Drafted, parse_reply, write_draft
 
 
 class TokenMismatch(BaseModel):
@@ -79,13 +79,37 @@ class SampleDraft(BaseModel):
     answer: str
     follows_format: bool
     correct: bool
+    abstain_prob: float | None = None
+    """Under an abstention threshold: the drafter's P(abstention word) when it chose to abstain."""
+    answer_forced: bool = False
+    """Under an abstention threshold: it chose to abstain at or below it and was made to answer."""
 
 
-def sample_drafts(llm: LanguageModel, examples: Sequence[TuneExample], *, max_tokens: int = 96) -> list[SampleDraft]:
-    """Draft each example's subset with ``llm`` (greedy) and read the replies back (``graphs.drafting.parse_reply``)."""
+def sample_drafts(
+    llm: LanguageModel,
+    examples: Sequence[TuneExample],
+    *,
+    max_tokens: int = 96,
+    lead: str = "",
+    threshold: float | None = None,
+) -> list[SampleDraft]:
+    """Draft each example's subset with ``llm`` (greedy; with ``threshold`` and the drafter's answer ``lead``, as the
+    drafting step does under ``Context.abstain_threshold``: ``graphs.drafting.write_draft``, one example at a time)
+    and read the replies back (``graphs.drafting.parse_reply``)."""
     from app.eval.metrics import contains_alias
 
-    gens = llm.generate([example_prompt(ex) for ex in examples], max_tokens=max_tokens)
+    if threshold is None:
+        gens = [
+            Drafted(text=g.text, logprob=g.logprob, tokens=g.n_tokens, prompt_tokens=g.prompt_tokens, finish_reason="")
+            for g in llm.generate([example_prompt(ex) for ex in examples], max_tokens=max_tokens)
+        ]
+    else:
+        gens = [
+            write_draft(
+                llm, example_prompt(ex), max_tokens=max_tokens, lead=lead, threshold=threshold, choices=ex.choices
+            )
+            for ex in examples
+        ]
     out: list[SampleDraft] = []
     for ex, gen in zip(examples, gens, strict=True):
         reply = parse_reply(gen.text, ex.choices)
@@ -106,6 +130,8 @@ def sample_drafts(llm: LanguageModel, examples: Sequence[TuneExample], *, max_to
                 answer=reply.answer,
                 follows_format=reply.outcome != "unparsed",
                 correct=correct,
+                abstain_prob=gen.abstain_prob,
+                answer_forced=gen.answer_forced,
             )
         )
     return out

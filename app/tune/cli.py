@@ -411,6 +411,17 @@ def check_cmd(
     save: Annotated[
         Path | None, typer.Option("--save", help="Write the results as JSON here.", show_default=False)
     ] = None,
+    abstain_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--abstain-threshold",
+            min=0.5,
+            max=1.0,
+            help="Draft as the graph does with this abstention threshold (the adapter's answer lead from its data "
+            "card) \\[default: greedy]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Check a drafter (see the command help)."""
     from app.llm.factory import make_llm
@@ -441,11 +452,22 @@ def check_cmd(
     sample = balanced_sample(pool, n)
     llm = make_llm(drafter, threads=settings.llm_threads, cache_dir=settings.model_cache)
     err_console.print(f"drafter: {escape(llm.name)}")
-    drafts = sample_drafts(llm, sample)
+    from app.models import answer_lead
+
+    lead = answer_lead(drafter)
+    if abstain_threshold is not None and not lead:
+        raise CLIError(f"--abstain-threshold: the drafter {llm.name} has no answer lead (no data card with one)")
+    drafts = sample_drafts(llm, sample, lead=lead, threshold=abstain_threshold)
     for d in drafts:
         err_console.print(
             f"[bold]{escape(d.example_id)}[/] expected {d.expected_outcome} {escape(d.expected_answer)!r}; "
-            f"got {d.outcome} {escape(d.answer)!r} ({'ok' if d.correct else 'wrong'})\n  {escape(d.reply.strip())}"
+            f"got {d.outcome} {escape(d.answer)!r} ({'ok' if d.correct else 'wrong'})"
+            + (
+                f" [P(abstain) {d.abstain_prob:.2f}{', made to answer' if d.answer_forced else ''}]"
+                if d.abstain_prob is not None
+                else ""
+            )
+            + f"\n  {escape(d.reply.strip())}"
         )
     ok = sum(d.follows_format for d in drafts)
     err_console.print(f"{ok}/{len(drafts)} follow the reply format, {sum(d.correct for d in drafts)} correct")
@@ -456,6 +478,7 @@ def check_cmd(
             json.dumps(
                 {
                     "drafter": llm.name,
+                    "abstain_threshold": abstain_threshold,
                     "tokens": result.model_dump() if tokens else None,
                     "drafts": [d.model_dump() for d in drafts],
                 },

@@ -371,6 +371,7 @@ def test_a_missing_store_is_a_503_and_a_too_long_question_a_400(tmp_path: Path) 
     class NoStore:
         drafter = verifier = FakeLLM(reply=lambda p: "x")
         embedder = make(paris_judge)[0].embedder
+        drafter_lead = ""
 
         @property
         def store(self) -> Any:

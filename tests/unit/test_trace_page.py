@@ -318,3 +318,21 @@ def test_a_fallback_shows_the_confidence_its_inputs_and_the_decision(
     assert f"{result.confidence.value:.3f}" in html and "scripted-p-yes" in html
     for name in result.confidence.inputs:
         assert f"<td>{name}</td>" in html
+
+
+def test_page_shows_the_abstention_threshold_decision(store: SQLiteTraceStore, client: TestClient) -> None:
+    from tests.unit.test_abstain_threshold import LEAD, LeadDrafter
+
+    base, _, verifier = make(paris_judge)
+    backends = StaticBackends(
+        drafter=LeadDrafter(p_abstain=0.6),
+        verifier=verifier,
+        embedder=base.embedder,
+        store=base.store,
+        drafter_lead=LEAD,
+    )
+    context = Context(seed=3, max_rounds=1, abstain_threshold=0.8)
+    result = run(QUESTION, context, traces=store, provider=lambda ctx: backends)
+    assert any(d.answer_forced for d in result.drafts)
+    html = client.get(f"/ui/runs/{result.run_id}").text
+    assert "threshold 0.8 · P(abstain) 0.60 · made to answer" in html

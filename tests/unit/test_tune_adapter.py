@@ -75,3 +75,22 @@ def test_the_setting_validates_the_hash_format() -> None:
     with pytest.raises(ValueError):
         LLMSettings(model="x", lora="a.gguf", lora_sha256="not-a-hash")
     assert LLMSettings(model="x").lora == ""
+
+
+def test_the_answer_lead_comes_from_the_adapters_data_card_or_the_setting(tmp_path: Path) -> None:
+    import json
+
+    from app.models import adapter_answer_lead, answer_lead
+
+    assert adapter_answer_lead("specrag-drafter-v2") == "The documents say:"  # its data card's config
+    assert adapter_answer_lead("") == "" and adapter_answer_lead(str(tmp_path / "none.gguf")) == ""
+    path = _adapter(tmp_path)
+    assert adapter_answer_lead(str(path)) == ""  # no data card beside it
+    (tmp_path / "data_card.json").write_text(json.dumps({"config": {"answer_lead": "Evidence says:"}}))
+    assert adapter_answer_lead(str(path)) == "Evidence says:"
+    (tmp_path / "data_card.json").write_text("not json")
+    assert adapter_answer_lead(str(path)) == ""
+    plain = LLMSettings(model="qwen2.5-coder-0.5b-instruct", lora="specrag-drafter-v2")
+    assert answer_lead(plain) == "The documents say:"
+    assert answer_lead(plain.model_copy(update={"answer_lead": ""})) == ""
+    assert answer_lead(plain.model_copy(update={"answer_lead": "Found:"})) == "Found:"

@@ -12,7 +12,7 @@ confidence; a reflection now shows the confidence, its inputs and their terms).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -103,6 +103,8 @@ class DraftCard:
     """answer, abstain (not verified, never chosen) or unparsed."""
     finish_reason: str
     sc_tokens: str
+    abstain_note: str = ""
+    """How answering was weighed against abstaining, when a threshold applied ('' for greedy)."""
 
 
 @dataclass(frozen=True)
@@ -334,6 +336,7 @@ def build_page(trace: RunTrace) -> TracePage:
                 outcome=str(d.get("outcome", "answer")),
                 finish_reason=str(d.get("finish_reason", "")),
                 sc_tokens=str(d.get("scores", {}).get("self_consistency_tokens", "n/a")),
+                abstain_note=_abstain_note(d),
             )
             for i, d in enumerate(drafts)
             if d["round"] == r
@@ -425,3 +428,15 @@ def _kept(c: dict[str, Any] | None) -> str:
         return ""
     words = f"{c['words_after']}/{c['words_before']} words"
     return f"{len(c['kept'])}/{c['sentences']} sentences · {words} · tier {c['tier'] + 1}"
+
+
+def _abstain_note(d: Mapping[str, Any]) -> str:
+    """'threshold 0.8 · P(abstain) 0.62 · made to answer' for a draft under an abstention threshold, else ''."""
+    rule = str(d.get("abstain_rule", "greedy"))
+    if rule == "greedy":
+        return ""
+    p = d.get("abstain_prob")
+    parts = [rule] + ([f"P(abstain) {float(p):.2f}"] if isinstance(p, int | float) else [])
+    if d.get("answer_forced"):
+        parts.append("made to answer")
+    return " · ".join(parts)
