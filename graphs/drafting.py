@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from app.llm.protocol import ChatPrompt, LanguageModel
+from app.llm.protocol import ChatPrompt, Generation, LanguageModel
 from graphs import prompting
 from graphs.safety import neutralize
 
@@ -201,6 +201,29 @@ class Drafted:
     abstain_rule: str = "greedy"
     """How answering was weighed against abstaining: 'greedy', or 'threshold <t>'."""
 
+    @classmethod
+    def of(
+        cls,
+        gen: Generation,
+        *,
+        opening: str = "",
+        given_logprob: float = 0.0,
+        abstain_prob: float | None = None,
+        answer_forced: bool = False,
+        abstain_rule: str = "greedy",
+    ) -> Drafted:
+        """A generation after the pre-filled ``opening``, with the log-probability of a word it was given."""
+        return cls(
+            text=opening + gen.text,
+            logprob=gen.logprob + given_logprob,
+            tokens=gen.n_tokens,
+            prompt_tokens=gen.prompt_tokens,
+            finish_reason=gen.finish_reason,
+            abstain_prob=abstain_prob,
+            answer_forced=answer_forced,
+            abstain_rule=abstain_rule,
+        )
+
 
 def write_draft(
     llm: LanguageModel,
@@ -217,38 +240,21 @@ def write_draft(
     answer lead pre-filled (one more generation, for those drafts only)."""
     split = split_lead(lead) if threshold is not None and not choices else None
     if split is None:
-        gen = llm.generate([prompt], max_tokens=max_tokens)[0]
-        return Drafted(
-            text=gen.text,
-            logprob=gen.logprob,
-            tokens=gen.n_tokens,
-            prompt_tokens=gen.prompt_tokens,
-            finish_reason=gen.finish_reason,
-            abstain_rule="greedy" if threshold is None or choices else "greedy (the drafter has no answer lead)",
-        )
+        greedy = "greedy" if threshold is None or choices else "greedy (the drafter has no answer lead)"
+        return Drafted.of(llm.generate([prompt], max_tokens=max_tokens)[0], abstain_rule=greedy)
     rule = f"threshold {threshold:g}"
     opening = " " + split.shared
     gen = llm.generate([replace(prompt, prefill=prompt.prefill + opening)], max_tokens=max_tokens)[0]
     chose_abstain = _first_word(gen.text).lower() == split.abstain_word.lower() and bool(gen.token_logprobs)
     p = math.exp(gen.token_logprobs[0]) if chose_abstain else None
     if p is None or p > (threshold or 0.0):
-        return Drafted(
-            text=opening + gen.text,
-            logprob=gen.logprob,
-            tokens=gen.n_tokens,
-            prompt_tokens=gen.prompt_tokens,
-            finish_reason=gen.finish_reason,
-            abstain_prob=p,
-            abstain_rule=rule,
-        )
+        return Drafted.of(gen, opening=opening, abstain_prob=p, abstain_rule=rule)
     forced = " " + lead.strip()
     again = llm.generate([replace(prompt, prefill=prompt.prefill + forced)], max_tokens=max_tokens)[0]
-    return Drafted(
-        text=forced + again.text,
-        logprob=again.logprob + math.log(max(1.0 - p, 1e-6)),
-        tokens=again.n_tokens,
-        prompt_tokens=again.prompt_tokens,
-        finish_reason=again.finish_reason,
+    return Drafted.of(
+        again,
+        opening=forced,
+        given_logprob=math.log(max(1.0 - p, 1e-6)),
         abstain_prob=p,
         answer_forced=True,
         abstain_rule=rule,

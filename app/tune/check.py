@@ -99,10 +99,7 @@ def sample_drafts(
     from app.eval.metrics import contains_alias
 
     if threshold is None:
-        gens = [
-            Drafted(text=g.text, logprob=g.logprob, tokens=g.n_tokens, prompt_tokens=g.prompt_tokens, finish_reason="")
-            for g in llm.generate([example_prompt(ex) for ex in examples], max_tokens=max_tokens)
-        ]
+        gens = [Drafted.of(g) for g in llm.generate([example_prompt(ex) for ex in examples], max_tokens=max_tokens)]
     else:
         gens = [
             write_draft(
