@@ -524,11 +524,22 @@ def evaluate(
         str | None, typer.Option("--normalization", help=_knob("raw or mean.", "score_normalization"))
     ] = None,
     self_consistency_of: SelfConsistencyOption = None,
+    compress: Annotated[
+        bool | None,
+        typer.Option(
+            "--compress/--no-compress",
+            help=_knob(
+                "Compress the drafts' passages in every drafting system (the +compress systems always do).",
+                "compress",
+            ),
+            show_default=False,
+        ),
+    ] = None,
     compress_target: Annotated[
         float | None,
         typer.Option(
             "--compress-target",
-            help=_knob("For the +compress systems: fraction of the passages' words kept.", "compress_target"),
+            help=_knob("With compression: fraction of the passages' words kept.", "compress_target"),
         ),
     ] = None,
     rotate_choices: Annotated[
@@ -571,6 +582,7 @@ def evaluate(
             "seed": seed,
             "score_normalization": normalization,
             "self_consistency_of": self_consistency_of,
+            "compress": compress,
             "compress_target": compress_target,
             "rotate_choices": rotate_choices,
             "abstain_threshold": abstain_threshold,

@@ -69,7 +69,7 @@ def build(provider: BackendProvider = configured_backends) -> StateGraph[State, 
         g.add_node(name, bind(name, fn, provider))
     g.add_conditional_edges(START, route_start, ["condense", "retrieve"])
     g.add_edge("condense", "retrieve")
-    g.add_conditional_edges("retrieve", after_retrieve("partition"), ["compress", "partition"])
+    g.add_conditional_edges("retrieve", after_retrieve("partition", "compress"), ["compress", "partition"])
     g.add_edge("compress", "partition")
     g.add_conditional_edges("partition", fan_out, ["draft", "reflect"])
     g.add_edge("draft", "verify")

@@ -27,7 +27,7 @@ def build(provider: BackendProvider = configured_backends) -> StateGraph[State, 
     g.add_node("answer", bind("answer", standard_answer, provider))
     g.add_conditional_edges(START, route_start, ["condense", "retrieve"])
     g.add_edge("condense", "retrieve")
-    g.add_conditional_edges("retrieve", after_retrieve("answer"), ["compress", "answer"])
+    g.add_conditional_edges("retrieve", after_retrieve("answer", "compress_answer"), ["compress", "answer"])
     g.add_edge("compress", "answer")
     g.add_edge("answer", END)
     return g

@@ -30,6 +30,7 @@ REUSABLE = ("standard", "standard+compress", "replug")
 
 DRAFTING_KNOBS = frozenset(
     {
+        "compress",  # the drafts' passages; standard reads compress_answer
         "n_drafts",
         "per_draft",
         "partition",

@@ -10,7 +10,8 @@ Generating systems run models:
   passages when the best draft's calibrated confidence is below ``accept_confidence``.
 * ``random-subsets``: the same graph with random subsets instead of clustered ones (``partition='random'``).
 * ``speculative+compress`` and ``standard+compress``: the two graphs with the ``compress`` step on (the same
-  compressed passages for both, so the comparison stays fair).
+  compressed passages for both, so the comparison stays fair): ``compress`` for the drafts, ``compress_answer``
+  for standard's answer.
 * ``speculative-base``: the same graph with the base drafter (the drafter model without its tuned adapter):
   task-aware prompts alone, what tuning adds is ``speculative`` minus this.
 * ``speculative-verifier-drafts``: the same graph with the verifier model writing the drafts (a reference: what
@@ -542,6 +543,7 @@ def run_system(
     reflecting = context.model_copy(update={"fallback": True})
     context = context.model_copy(update={"fallback": False})  # every other drafting system: the paper's graph
     compressed = context.model_copy(update={"compress": True})
+    answer_compressed = context.model_copy(update={"compress_answer": True})
 
     def graph(kind: Literal["speculative", "standard"], ctx: Context, **kw: Any) -> Callable[[], SystemResult]:
         return lambda: run_graph(kind, question, ctx, models, pool, traces, choices=choices, **kw)
@@ -555,7 +557,7 @@ def run_system(
         "random-subsets": graph("speculative", context.model_copy(update={"partition": "random"})),
         "replug": lambda: replug(question, context, models, pool),
         "speculative+compress": graph("speculative", compressed),
-        "standard+compress": graph("standard", compressed),
+        "standard+compress": graph("standard", answer_compressed),
     }
     runner = runners[name]
     t0 = time.perf_counter()

@@ -63,7 +63,9 @@ def step_summary(step: Step) -> str:
         if not scores:
             return "nothing to score"
         best = max(scores, key=lambda s: s["total"] if s.get("total") is not None else float("-inf"))
-        return f"scored {len(scores)} drafts; best #{best['index']} total {_fmt(best.get('total'), 1)}"
+        requests = len({s.get("method", {}).get("shared") or s["index"] for s in scores})
+        shared = f" in {requests} verifier requests (identical drafts share one)" if requests < len(scores) else ""
+        return f"scored {len(scores)} drafts{shared}; best #{best['index']} total {_fmt(best.get('total'), 1)}"
     if step.node == "reflect":
         text = f"{w.get('decision', '?')}: {_short(w.get('reason', ''), 70)}"
         return text + (f' → "{_short(w["rewritten_query"], 40)}"' if w.get("rewritten_query") else "")

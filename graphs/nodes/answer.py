@@ -61,10 +61,11 @@ def fallback(state: State, context: Context, backends: Backends) -> dict[str, An
 
 
 def fallback_passages(state: State, context: Context) -> list[Passage]:
-    """What a fallback reads: this round's passages (in round 0 exactly standard RAG's, compressed when
-    ``compress`` is on); after a retry, the new round's passages first (the earlier ones lacked the answer), then
-    the earlier rounds' that were not quarantined, ``top_n`` in all."""
-    current = list(state.passages)
+    """What a fallback reads: this round's passages, as retrieved (in round 0 exactly standard RAG's; the
+    drafts' compressed texts only with ``compress_answer``); after a retry, the new round's passages first (the
+    earlier ones lacked the answer), then the earlier rounds' that were not quarantined, ``top_n`` in all."""
+    retrieved = {p.id: p for p in state.all_passages}
+    current = list(state.passages) if context.compress_answer else [retrieved.get(p.id, p) for p in state.passages]
     if state.round == 0:
         return current
     skip = {q.passage_id for q in state.quarantined} | {p.id for p in current}

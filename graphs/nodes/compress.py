@@ -54,11 +54,12 @@ def compress(state: State, context: Context, backends: Backends) -> dict[str, An
 
 
 def after_retrieve(
-    skip_to: Literal["partition", "answer"],
+    skip_to: Literal["partition", "answer"], knob: Literal["compress", "compress_answer"]
 ) -> Callable[[State, Any], Literal["compress", "partition", "answer"]]:
-    """Routing after ``retrieve``: to ``compress`` when the run's context enables it, else to ``skip_to``."""
+    """Routing after ``retrieve``: to ``compress`` when the run's context enables ``knob`` (``compress`` for the
+    drafts of Speculative RAG, ``compress_answer`` for standard RAG's answer), else to ``skip_to``."""
 
     def route(state: State, runtime: Any) -> Literal["compress", "partition", "answer"]:
-        return "compress" if context_of(runtime).compress and state.passages else skip_to
+        return "compress" if getattr(context_of(runtime), knob) and state.passages else skip_to
 
     return route

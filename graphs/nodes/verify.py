@@ -9,7 +9,7 @@ from app.llm.protocol import LanguageModel, NotSupportedError
 from graphs.backends import Backends
 from graphs.context import Context
 from graphs.scoring import combine
-from graphs.state import State
+from graphs.state import Draft, State
 from graphs.verification import score_requests, self_consistency_method
 
 
@@ -21,6 +21,10 @@ def verify(state: State, context: Context, backends: Backends) -> dict[str, Any]
     after the rationale) and the follow-up question whose first answer token gives P('Yes') (ρ_sr); requests
     share the question prefix, which the backend keeps cached.
 
+    Drafts with the same answer and rationale (different subsets often yield the same draft) are scored once:
+    the verifier never sees the passages, so their requests are identical; ``method['shared']`` names the subsets
+    that share the result. ρ_draft stays each draft's own.
+
     Returns:
         ``drafts``: the scored drafts (the reducer replaces them by (round, subset)).
     """
@@ -29,17 +33,26 @@ def verify(state: State, context: Context, backends: Backends) -> dict[str, Any]
         return {}
     require_scoring(backends.verifier)
     of = context.self_consistency_of
-    requests = score_requests(state.question, [(d.answer, d.rationale) for d in pending], of)
-    results = backends.verifier.score(requests)
+    groups: dict[tuple[str, str], list[Draft]] = {}
+    for d in pending:
+        groups.setdefault((d.answer, d.rationale), []).append(d)
+    results = backends.verifier.score(score_requests(state.question, list(groups), of))
     method = {
         "draft": backends.drafter.provenance("generate"),
         "self_consistency": self_consistency_method(of, backends.verifier.provenance("score")),
         "self_reflection": f"log P('Yes' | follow-up): {backends.verifier.provenance('candidates')}",
     }
-    scored = [
-        dataclasses.replace(d, scores=combine(d, r, context, method)) for d, r in zip(pending, results, strict=True)
-    ]
+    scored: list[Draft] = []
+    for same, result in zip(groups.values(), results, strict=True):
+        shared = {"shared": _shared_note(same)} if len(same) > 1 else {}
+        scored.extend(dataclasses.replace(d, scores=combine(d, result, context, method | shared)) for d in same)
     return {"drafts": scored}
+
+
+def _shared_note(same: list[Draft]) -> str:
+    """The trace's note for identical drafts scored by one verifier request."""
+    names = ", ".join(f"round {d.round} subset {d.subset}" for d in same)
+    return f"ρ_sc and ρ_sr scored once for {len(same)} identical drafts ({names})"
 
 
 def require_scoring(verifier: LanguageModel) -> None:

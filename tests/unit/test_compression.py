@@ -17,7 +17,7 @@ from graphs.backends import StaticBackends
 from graphs.compression import TIER_WEIGHTS, plan, tier_ratios
 from graphs.context import Context
 from graphs.state import InputState, State
-from tests.fakes import FakeEmbedder, FakeStore
+from tests.fakes import FakeEmbedder, FakeLLM, FakeStore, p_yes_confidence
 from tests.unit.test_graph import make, paris_judge, run
 
 
@@ -113,8 +113,9 @@ def test_compress_step_shrinks_passages_and_reports_what_it_kept() -> None:
     assert uncompressed.compression == [] and "compress" not in [t.node for t in uncompressed.timings]
 
 
-def test_standard_graph_compresses_too() -> None:
-    """The standard answer reads the compressed passages: what the model was sent shrank, not only the state."""
+def test_standard_graph_compresses_with_compress_answer() -> None:
+    """With compress_answer the standard answer reads the compressed passages: what the model was sent shrank, not
+    only the state; compress alone (the drafts' knob) leaves standard RAG's passages whole."""
 
     def sent_to_the_model(context: Context) -> tuple[State, str]:
         prompts: list[ChatPrompt] = []
@@ -129,15 +130,49 @@ def test_standard_graph_compresses_too() -> None:
         [prompt] = prompts
         return state, "\n".join(m.content for m in prompt.messages)
 
-    state, sent = sent_to_the_model(Context(compress=True))
+    state, sent = sent_to_the_model(Context(compress_answer=True))
     assert [t.node for t in state.timings] == ["retrieve", "compress", "answer"]
     assert len(state.compression) == 10
     assert sum(c.words_after for c in state.compression) < 0.5 * sum(c.words_before for c in state.compression)
     for i in range(10):
         assert f"Paris is the capital of France number {i}." in sent  # each passage's best sentence is kept
     assert "Trains run on time" not in sent and "Cheese is made" not in sent  # the rest was cut before the model
-    _, plain = sent_to_the_model(Context())
-    assert "Trains run on time" in plain and "Cheese is made" in plain
+    for context in (Context(), Context(compress=True)):  # compress is the drafts' knob: standard reads all
+        _, plain = sent_to_the_model(context)
+        assert "Trains run on time" in plain and "Cheese is made" in plain
+
+
+def test_the_fallback_reads_the_passages_as_retrieved_unless_compress_answer(tmp_path: Path) -> None:
+    """Compressed drafts, low confidence: the verifier's answer from all passages reads their whole text (the
+    1.5B reader loses accuracy on compressed passages); with compress_answer it reads what the drafts read."""
+
+    def fallback_prompt(**knobs: object) -> tuple[State, str]:
+        sent: list[str] = []
+
+        def reply(prompt: ChatPrompt) -> str:
+            if prompt.prefill.strip() == "Answer:":  # the answer from all passages
+                sent.append("\n".join(m.content for m in prompt.messages))
+                return "Paris"
+            return "capital of France"
+
+        backends = _long_backends(reply)
+        verifier = backends.verifier
+        assert isinstance(verifier, FakeLLM)
+        verifier.judge = lambda c: (-2.0, 0.5)  # low confidence: the run falls back
+        scripted = backends
+        context = Context.model_validate(
+            {"confidence_model": p_yes_confidence(tmp_path), "seed": 1, "compress": True, **knobs}
+        )
+        state = run(scripted, context)
+        assert state.decision == "fallback" and len(sent) == 1
+        return state, sent[0]
+
+    state, whole = fallback_prompt()
+    assert [t.node for t in state.timings][:2] == ["retrieve", "compress"]
+    assert "Trains run on time" not in "".join(p.text for p in state.passages)  # the drafts read compressed text
+    assert whole.count("Trains run on time") == 10  # the fallback read every passage whole
+    _, compressed = fallback_prompt(compress_answer=True)
+    assert "Trains run on time" not in compressed and compressed.count("Paris is the capital") == 10
 
 
 def test_trace_shows_per_passage_what_compression_kept(tmp_path: Path) -> None:

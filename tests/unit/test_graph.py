@@ -1,5 +1,6 @@
 """Graph logic with scripted fakes: fan-out, fan-in, scoring, selection, retry routing, bounded rounds."""
 
+import dataclasses
 import json
 import math
 import re
@@ -92,6 +93,36 @@ def test_happy_path_five_scored_drafts_and_the_best_is_chosen() -> None:
         and nodes.count("draft") == 5
         and nodes[-3:] == ["verify", "reflect", "answer"]
     )
+
+
+def test_identical_drafts_are_verified_once_and_share_the_verifier_scores() -> None:
+    backends, _, verifier = make(paris_judge)
+    same = FakeLLM(reply=lambda p: "The documents mention Paris.\nAnswer: Paris")
+    state = run(dataclasses.replace(backends, drafter=same), Context(seed=3))
+    assert len(state.drafts) == 5 and verifier.calls == ["score x1"]  # one request for five identical drafts
+    scores = [d.scores for d in state.drafts]
+    assert all(s is not None for s in scores)
+    assert len({(s.self_consistency, s.self_reflection) for s in scores if s}) == 1
+    note = scores[0].method["shared"] if scores[0] else ""
+    assert note.startswith("ρ_sc and ρ_sr scored once for 5 identical drafts") and "round 0 subset 4" in note
+    assert state.answer == "Paris"
+
+
+def test_the_trace_says_identical_drafts_shared_one_verifier_request(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from app.ask import run as ask_run
+    from app.trace.render import render_trace
+    from app.trace.store import SQLiteTraceStore
+
+    backends, _, _ = make(paris_judge)
+    same = dataclasses.replace(backends, drafter=FakeLLM(reply=lambda p: "The documents mention Paris.\nAnswer: Paris"))
+    traces = SQLiteTraceStore(tmp_path / "traces.sqlite")
+    result = ask_run("What is the capital of France?", Context(seed=3), traces=traces, provider=lambda c: same)
+    assert result.run_id is not None
+    console = Console(record=True, width=200)
+    render_trace(traces.get(result.run_id), console)
+    assert "scored 5 drafts in 1 verifier requests (identical drafts share one)" in console.export_text()
 
 
 def test_random_partition_drafts_from_random_subsets_without_clusters() -> None:
