@@ -7,7 +7,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from app.confidence.features import DraftSignal, QuestionSignal, answer_key, confidence_inputs, vote_order, votes
+from app.confidence.features import (
+    ClosedBook,
+    DraftSignal,
+    QuestionSignal,
+    answer_key,
+    confidence_inputs,
+    vote_order,
+    votes,
+)
 from app.confidence.model import ConfidenceModel
 from app.llm.protocol import ScoreResult
 from graphs.context import Context
@@ -98,6 +106,7 @@ def confidence(
     question: str = "",
     choices: Mapping[str, str] | None = None,
     passages: Sequence[Passage] = (),
+    closed_book: ClosedBook | None = None,
 ) -> Confidence:
     """The calibrated confidence of the best-ranked draft (0 when no draft answered: nothing to be right).
 
@@ -109,6 +118,7 @@ def confidence(
         question: The question as the models read it.
         choices: Multiple choice: letter -> text.
         passages: Every passage retrieved so far (the best draft's are looked up by id).
+        closed_book: The verifier's closed-book belief in the best draft's answer, for a model that reads it.
     """
     if not ranking or drafts[ranking[0]].outcome == "abstain" or drafts[ranking[0]].scores is None:
         return Confidence(value=0.0, draft=None, model=model.name)
@@ -118,7 +128,7 @@ def confidence(
     evidence = QuestionSignal(
         question=question, choices=dict(choices or {}), passages=[(p.title, p.text) for p in read]
     )
-    inputs = confidence_inputs(signals, ranking[0], mcq=mcq, question=evidence)
+    inputs = confidence_inputs(signals, ranking[0], mcq=mcq, question=evidence, closed_book=closed_book)
     return Confidence(
         value=round(model.predict(inputs), 4),
         draft=ranking[0],

@@ -3,10 +3,12 @@ evaluation's re-verifying systems, so that both ask the verifier exactly the sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
+from app.confidence.features import ClosedBook
 from app.confidence.model import SelfConsistencyOf
-from app.llm.protocol import ChatPrompt, Message, ScoreRequest
+from app.llm.protocol import ChatPrompt, LanguageModel, Message, ScoreRequest
 from graphs import prompting
 from graphs.safety import neutralize
 
@@ -43,6 +45,32 @@ def score_requests(
             ScoreRequest(prompt=scored, continuation=continuation, followup=followup, candidates=("Yes", "No"))
         )
     return requests
+
+
+def closed_book_requests(question: str, continuations: Sequence[str]) -> list[ScoreRequest]:
+    """Requests for the verifier's closed-book log P(continuation | question): the question alone (no rationale,
+    no passages), the assistant turn opened with 'Answer:' and each continuation (' <answer>' or ' <letter>')
+    teacher-forced. They share the question prefix with :func:`score_requests`'s."""
+    template = prompting.load("verifier")
+    prompt = template.chat(question=question)
+    scored = ChatPrompt(messages=prompt.messages, prefill=template.text("closed_book"))
+    return [ScoreRequest(prompt=scored, continuation=f" {neutralize(c)}") for c in continuations]
+
+
+def closed_book(verifier: LanguageModel, question: str, answer: str, choices: Mapping[str, str]) -> ClosedBook:
+    """The verifier's closed-book belief in ``answer`` (a choice letter when ``choices`` are given): one request per
+    letter for multiple choice (normalised over the letters), one for a short answer (per token)."""
+    if choices:
+        letters = list(choices)
+        results = verifier.score(closed_book_requests(question, letters))
+        logps = [r.logprob for r in results]
+        top = max(logps)
+        norm = top + math.log(sum(math.exp(v - top) for v in logps))
+        key = answer.strip().upper()
+        mine = next((v for letter, v in zip(letters, logps, strict=True) if letter.upper() == key), -math.inf)
+        return ClosedBook(logprob=mine - norm, top=math.isfinite(mine) and mine >= top)
+    (result,) = verifier.score(closed_book_requests(question, [answer]))
+    return ClosedBook(logprob=result.logprob / max(result.n_tokens, 1), top=False)
 
 
 def self_consistency_method(of: SelfConsistencyOf, provenance: str) -> str:

@@ -139,27 +139,28 @@ class FakeStore:
         )
 
 
-def p_yes_confidence(directory: Path, *, threshold: float = 0.85) -> str:
+def p_yes_confidence(directory: Path, *, threshold: float = 0.85, closed_book: bool = False) -> str:
     """A scripted confidence model file: confidence is a steep logistic of the best draft's P(Yes), 0.5 at
     ``threshold`` (about 0 below threshold - 0.1, about 1 above threshold + 0.1), for drafts scored as the default
     context scores them. Returns its path (for ``Context.confidence_model``), so graph tests decide on the scores
-    they script."""
-    from app.confidence.features import FEATURES
+    they script. With ``closed_book`` it also reads the closed-book inputs (weight 0), so the graph computes them."""
+    from app.confidence.features import CLOSED_BOOK_FEATURES, FEATURES
     from app.confidence.model import ConfidenceModel
     from graphs.context import Context
 
-    coef = [0.0] * len(FEATURES)
-    coef[FEATURES.index("p_yes")] = 60.0
+    read = [f for f in FEATURES if closed_book or f not in CLOSED_BOOK_FEATURES]  # else no extra verifier request
+    coef = [0.0] * len(read)
+    coef[read.index("p_yes")] = 60.0
     model = ConfidenceModel(
         name="scripted-p-yes",
-        features=list(FEATURES),
-        mean=[0.0] * len(FEATURES),
-        scale=[1.0] * len(FEATURES),
+        features=read,
+        mean=[0.0] * len(read),
+        scale=[1.0] * len(read),
         coef=coef,
         intercept=-60.0 * threshold,
         accept_confidence=0.5,
         self_consistency_of=Context().self_consistency_of,
     )
-    path = directory / "scripted-confidence.json"
+    path = directory / f"scripted-confidence{'-cb' if closed_book else ''}.json"
     path.write_text(model.model_dump_json(), encoding="utf-8")
     return str(path)

@@ -48,7 +48,7 @@ confidence_app = typer.Typer(
     epilog=(
         "[bold]Examples[/]\n\n"
         "  specrag confidence fit --per-source 35\n\n"
-        "  specrag confidence fit --model app/confidence/specrag-confidence-v2.json --name specrag-confidence-v2\n\n"
+        "  specrag confidence fit --model app/confidence/specrag-confidence-v3.json --name specrag-confidence-v3\n\n"
         "  specrag confidence fit --from-run .specrag/confidence/run --system rationale-conditioned"
     ),
 )

@@ -36,6 +36,17 @@ class DraftSignal:
     total: float | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ClosedBook:
+    """The verifier's own belief in the selected answer without rationale or passages (``graphs.verification``)."""
+
+    logprob: float
+    """Multiple choice: log P(the letter | question) normalised over the choice letters; otherwise log P(answer |
+    question) per answer token."""
+    top: bool
+    """Multiple choice: the letter is the verifier's most probable one (always False otherwise)."""
+
+
 class ConfidenceInputs(BaseModel):
     """The features of the selected draft (every one is shown in the trace beside the confidence)."""
 
@@ -57,6 +68,19 @@ class ConfidenceInputs(BaseModel):
         "whole words, in the passages its draft read, else 0",
     )
     answer_words: float = Field(0.0, description="log(1 + words of the normalised answer, or of its choice's text)")
+    closed_book_mcq: float = Field(
+        0.0,
+        description="Multiple choice: the verifier's log P(the selected letter | question alone), normalised over "
+        "the letters (cut at -10); 0 otherwise",
+    )
+    closed_book_span: float = Field(
+        0.0,
+        description="Short answers: the verifier's log P(the selected answer | question alone) per token (cut at "
+        "-10); 0 for multiple choice",
+    )
+    closed_book_top: float = Field(
+        0.0, description="Multiple choice: 1 if the selected letter is the verifier's closed-book choice, else 0"
+    )
 
     def vector(self, names: Sequence[str] = ()) -> list[float]:
         """The features named (default: all of :data:`FEATURES`), in that order."""
@@ -117,13 +141,24 @@ def vote_order(keys: Sequence[str], totals: Sequence[float]) -> list[int]:
     return sorted(range(len(keys)), key=lambda i: (-weight[keys[i]], -own[i], i))
 
 
+CLOSED_BOOK_FEATURES = ("closed_book_mcq", "closed_book_span", "closed_book_top")
+"""The inputs that need the verifier's closed-book scoring (one more request, computed only for a model that reads
+them)."""
+
+
 def confidence_inputs(
-    drafts: Sequence[DraftSignal], chosen: int, *, mcq: bool, question: QuestionSignal | None = None
+    drafts: Sequence[DraftSignal],
+    chosen: int,
+    *,
+    mcq: bool,
+    question: QuestionSignal | None = None,
+    closed_book: ClosedBook | None = None,
 ) -> ConfidenceInputs:
     """The features of ``drafts[chosen]`` among ``drafts`` (all drafts of the run, abstentions included).
 
     ``question`` gives the question's and the evidence's features (``question_words``, ``supported``,
-    ``answer_words``); without it they are 0 (a model fitted on them should not be used then).
+    ``answer_words``), ``closed_book`` the verifier's closed-book ones (:data:`CLOSED_BOOK_FEATURES`); without
+    them they are 0 (a model fitted on them should not be used then).
 
     Raises:
         ValueError: ``chosen`` is an abstention or was not verified (it has no scores).
@@ -145,7 +180,17 @@ def confidence_inputs(
         margin=margin if math.isfinite(margin) else 0.0,
         mcq=1.0 if mcq else 0.0,
         **(_evidence(best, question) if question is not None else {}),
+        **(_closed_book(closed_book, mcq=mcq) if closed_book is not None else {}),
     )
+
+
+def _closed_book(cb: ClosedBook, *, mcq: bool) -> dict[str, float]:
+    """The closed-book inputs, by task: a letter's normalised log-probability and a span's per-token one differ in
+    scale and in what they say, so each has its own coefficient."""
+    value = max(-10.0, cb.logprob) if math.isfinite(cb.logprob) else -10.0
+    if mcq:
+        return {"closed_book_mcq": value, "closed_book_top": 1.0 if cb.top else 0.0}
+    return {"closed_book_span": value}
 
 
 def _evidence(best: DraftSignal, question: QuestionSignal) -> dict[str, float]:

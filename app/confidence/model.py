@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from app.confidence.features import FEATURES, ConfidenceInputs, unknown_features
+from app.confidence.features import CLOSED_BOOK_FEATURES, FEATURES, ConfidenceInputs, unknown_features
 
 FORMAT = 1
 """Version of the file format this code reads."""
@@ -23,7 +23,7 @@ FORMAT = 1
 SelfConsistencyOf = Literal["answer_and_rationale", "answer_given_rationale"]
 """What the verifier's ρ_sc measures (``graphs.context.Context.self_consistency_of``)."""
 
-BUNDLED = Path(__file__).resolve().parent / "specrag-confidence-v2.json"
+BUNDLED = Path(__file__).resolve().parent / "specrag-confidence-v3.json"
 """The model shipped with the project (fitted on held-out pool questions; see its ``fit`` section), for drafts
 scored with the default ``self_consistency_of='answer_given_rationale'``."""
 
@@ -61,6 +61,11 @@ class ConfidenceModel(BaseModel):
         "self_consistency_of): its inputs sc_per_token and margin mean something else under the other setting",
     )
     fit: dict[str, Any] = Field(default_factory=dict, description="How, on what, and with what result it was fitted")
+
+    @property
+    def reads_closed_book(self) -> bool:
+        """Whether the model reads the verifier's closed-book inputs (computed by one more verifier request)."""
+        return any(f in CLOSED_BOOK_FEATURES for f in self.features)
 
     def predict(self, inputs: ConfidenceInputs) -> float:
         """P(the selected draft's answer is correct), 0-1."""

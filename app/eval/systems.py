@@ -38,7 +38,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,7 +60,7 @@ from graphs.drafting import format_passages
 from graphs.result import DraftOut
 from graphs.scoring import self_reflection, total
 from graphs.state import InputState
-from graphs.verification import score_requests
+from graphs.verification import closed_book, score_requests
 
 REPLUG_CANDIDATES = 5
 """Distinct answers REPLUG ensembles at most (the most probable under their own passage)."""
@@ -115,6 +115,13 @@ class Candidate(BaseModel):
     probability: float
 
 
+class ClosedBookRecord(BaseModel):
+    """The verifier's closed-book belief in the selected answer (``app.confidence.features.ClosedBook``)."""
+
+    logprob: float = Field(description="Letter: log P normalised over the letters; short answer: per token")
+    top: bool = Field(description="Multiple choice: the verifier's own most probable letter")
+
+
 class SystemResult(BaseModel):
     """One system's outcome on one question."""
 
@@ -129,6 +136,11 @@ class SystemResult(BaseModel):
     run_id: str | None = Field(None, description="Trace id in the run's traces.sqlite (specrag trace --traces)")
     decision: str | None = Field(None, description="Speculative graphs: reflection's last decision")
     confidence: float | None = Field(None, description="Speculative graphs: the best draft's confidence (if computed)")
+    closed_book: ClosedBookRecord | None = Field(
+        None,
+        description="Re-verifying systems, and graphs whose confidence model reads it: the verifier's closed-book "
+        "belief in the selected answer",
+    )
     derived_from: str | None = Field(None, description="Selection systems: the system whose drafts they re-rank")
     reused_from: str | None = Field(
         None, description="Copied from this earlier run (--reuse-from): measured there, latency included"
@@ -389,7 +401,14 @@ def _softmax(xs: list[float]) -> list[float]:
     return [x / sum(e) for x in e]
 
 
-def reverify(base: SystemResult, name: str, question: str, context: Context, models: Models) -> SystemResult:
+def reverify(
+    base: SystemResult,
+    name: str,
+    question: str,
+    context: Context,
+    models: Models,
+    choices: Mapping[str, str] | None = None,
+) -> SystemResult:
     """A re-verifying system's result: ``base``'s drafts scored again by the verifier (``graphs.verification``, the
     requests the ``verify`` node sends) under the context :data:`REVERIFICATIONS` names, then the best is picked.
 
@@ -400,6 +419,8 @@ def reverify(base: SystemResult, name: str, question: str, context: Context, mod
         name: A key of :data:`REVERIFICATIONS`.
         question: The question as the models read it (with its choices).
         context: The run's context (the system changes some of its fields).
+        choices: Multiple choice: letter -> text (for the closed-book belief in the selected letter, which the
+            calibration's model may read; its time counts as verification).
     """
     ctx = context.model_copy(update=REVERIFICATIONS[name].changes)
     answering = [i for i, d in enumerate(base.drafts) if d.outcome != "abstain"]
@@ -425,6 +446,12 @@ def reverify(base: SystemResult, name: str, question: str, context: Context, mod
         )
     chosen = pick(drafts, ctx)
     best = drafts[chosen] if chosen is not None else None
+    believed = None
+    if best is not None and best.outcome != "abstain":
+        t1 = time.perf_counter()
+        cb = closed_book(models.verifier, question, best.letter or best.answer, choices or {})
+        seconds += time.perf_counter() - t1
+        believed = ClosedBookRecord(logprob=_finite(cb.logprob) or -1e9, top=cb.top)
     timings = {**base.timings, "verify": round(seconds, 4)}
     usage = {**base.usage, **models.usage(("verifier",))}
     return SystemResult(
@@ -437,6 +464,7 @@ def reverify(base: SystemResult, name: str, question: str, context: Context, mod
         drafts=drafts,
         derived_from="speculative",
         error=base.error,
+        closed_book=believed,
     )
 
 

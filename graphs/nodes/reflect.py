@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from app.confidence.features import ClosedBook
 from app.confidence.model import load_model
 from graphs import prompting
 from graphs.backends import Backends
@@ -12,6 +13,7 @@ from graphs.context import Context
 from graphs.nodes.answer import fallback_passages
 from graphs.scoring import confidence, decide, rank
 from graphs.state import Round, State
+from graphs.verification import closed_book
 
 
 def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any]:
@@ -35,6 +37,7 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
             question=state.question,
             choices=state.choices,
             passages=state.all_passages,
+            closed_book=_closed_book(state, ranking, backends) if model.reads_closed_book else None,
         )
         if model
         else None
@@ -71,6 +74,15 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
     if decision == "retry":
         update |= {"round": state.round + 1, "query": rewritten}
     return update
+
+
+def _closed_book(state: State, ranking: list[int], backends: Backends) -> ClosedBook | None:
+    """The verifier's closed-book belief in the best draft's answer (its letter for multiple choice), or None when
+    no draft answered."""
+    if not _answered(state, ranking):
+        return None
+    best = state.drafts[ranking[0]]
+    return closed_book(backends.verifier, state.question, best.letter or best.answer, state.choices)
 
 
 def rewrite_query(state: State, ranking: list[int], context: Context, backends: Backends) -> str:

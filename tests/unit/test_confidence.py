@@ -11,6 +11,7 @@ from app.confidence.calibration import Outcome, calibration, choose_threshold, t
 from app.confidence.features import (
     FEATURES,
     MARGIN_CAP,
+    ClosedBook,
     ConfidenceInputs,
     DraftSignal,
     QuestionSignal,
@@ -65,6 +66,27 @@ def test_a_lone_answer_has_the_capped_margin_and_letters_decide_agreement() -> N
     drafts = [answer("B", -3.0, letter="B"), answer("(B) ice", -4.0, letter="B"), ABSTAIN]
     x = confidence_inputs(drafts, 0, mcq=True)
     assert x.margin == MARGIN_CAP and x.agreement == pytest.approx(2 / 3) and x.mcq == 1.0
+
+
+def test_closed_book_inputs_go_to_the_task_s_own_feature() -> None:
+    letters = [answer("B", -3.0, letter="B"), answer("C", -4.0, letter="C")]
+    x = confidence_inputs(letters, 0, mcq=True, closed_book=ClosedBook(logprob=-0.4, top=True))
+    assert (x.closed_book_mcq, x.closed_book_top, x.closed_book_span) == (-0.4, 1.0, 0.0)
+    spans = [answer("Paris", -3.0)]
+    y = confidence_inputs(spans, 0, mcq=False, closed_book=ClosedBook(logprob=-math.inf, top=False))
+    assert (y.closed_book_mcq, y.closed_book_top, y.closed_book_span) == (0.0, 0.0, -10.0)  # cut at -10
+    assert confidence_inputs(spans, 0, mcq=False).closed_book_span == 0.0  # not computed: a model reading it
+    # would be wrong to use, so the graph computes it whenever the model reads it
+    reading = ConfidenceModel(
+        name="m",
+        features=["p_yes", "closed_book_mcq"],
+        mean=[0, 0],
+        scale=[1, 1],
+        coef=[1, 1],
+        intercept=0,
+        accept_confidence=0.5,
+    )
+    assert reading.reads_closed_book and not load_model().reads_closed_book
 
 
 def test_evidence_features_read_the_question_and_the_passages_the_selected_draft_read() -> None:

@@ -107,10 +107,14 @@ def test_all_systems_on_the_same_questions(dataset: Path, tmp_path: Path) -> Non
         assert only.seconds == pytest.approx(spec.seconds - spec.timings["verify"], abs=1e-3)
         assert only.chosen == max(range(3), key=lambda i: (spec.drafts[i].draft or 0, -i))
         assert record.systems["no-self-reflection"].seconds == spec.seconds
-        # Re-verifying systems score speculative's drafts again (one request per answering draft), then pick.
+        # Re-verifying systems score speculative's drafts again (one request per answering draft), then pick; then
+        # the verifier's closed-book belief in the pick (one request per letter, or one for a short answer).
         joint = record.systems["joint-scores"]  # the run's own setting: the same scores, the same choice
         answering = sum(d.outcome != "abstain" for d in spec.drafts)
-        assert joint.usage["verifier"].calls == answering and joint.usage["drafter"] == spec.usage["drafter"]
+        believed = (len(record.choices) if record.choices else 1) if joint.chosen is not None else 0
+        assert (joint.closed_book is not None) == (joint.chosen is not None)
+        assert joint.usage["verifier"].calls == answering + believed
+        assert joint.usage["drafter"] == spec.usage["drafter"]
         assert [d.total for d in joint.drafts] == [d.total for d in spec.drafts] and joint.chosen == spec.chosen
         assert joint.seconds == pytest.approx(spec.seconds - spec.timings["verify"] + joint.timings["verify"])
         conditioned = record.systems["rationale-conditioned"]  # scored: the answer after its rationale

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 from graphs import prompting
-from graphs.verification import score_requests, self_consistency_method
+from graphs.verification import closed_book, closed_book_requests, score_requests, self_consistency_method
+from tests.fakes import FakeLLM
 
 QUESTION = "Who wrote Hamlet?"
 
@@ -40,3 +45,24 @@ def test_the_trace_says_what_self_consistency_measured() -> None:
         "log P(answer | question, rationale)"
     )
     assert self_consistency_method("answer_and_rationale", "x").startswith("log P(answer + rationale | question)")
+
+
+def test_closed_book_forces_the_answer_after_the_question_alone() -> None:
+    (req,) = closed_book_requests(QUESTION, ["Shakespeare"])
+    (joint,) = score_requests(QUESTION, [("Shakespeare", "The play is by Shakespeare.")])
+    assert req.prompt.messages == joint.prompt.messages  # the same cached question prefix, no rationale
+    assert req.prompt.prefill == "Answer:" and req.continuation == " Shakespeare" and not req.followup
+
+
+def test_closed_book_normalises_a_letter_over_the_choices_and_a_span_per_token() -> None:
+    logp = {"A": -3.0, "B": -1.0, "C": -2.0}
+    verifier = FakeLLM(reply=lambda p: "", judge=lambda c: (logp.get(c.split()[-1], -9.0), 0.5))
+    choices = {"A": "ice", "B": "steam", "C": "water"}
+    b = closed_book(verifier, QUESTION, "B", choices)
+    norm = math.log(sum(math.exp(v) for v in logp.values()))
+    assert b.logprob == pytest.approx(-1.0 - norm) and b.top
+    c = closed_book(verifier, QUESTION, "c", choices)  # letters match case-insensitively
+    assert c.logprob == pytest.approx(-2.0 - norm) and not c.top
+    assert verifier.calls == ["score x3", "score x3"]
+    span = closed_book(FakeLLM(reply=lambda p: "", judge=lambda c: (-6.0, 0.5)), QUESTION, "William Shakespeare", {})
+    assert span.logprob == pytest.approx(-3.0) and not span.top  # -6 over the fake's 2 tokens
