@@ -451,7 +451,8 @@ def reverify(
         t1 = time.perf_counter()
         cb = closed_book(models.verifier, question, best.letter or best.answer, choices or {})
         seconds += time.perf_counter() - t1
-        believed = ClosedBookRecord(logprob=_finite(cb.logprob) or -1e9, top=cb.top)
+        finite = cb.logprob if math.isfinite(cb.logprob) else -1e9  # JSON holds no -inf; the inputs cut at -10
+        believed = ClosedBookRecord(logprob=finite, top=cb.top)
     timings = {**base.timings, "verify": round(seconds, 4)}
     usage = {**base.usage, **models.usage(("verifier",))}
     return SystemResult(

@@ -86,7 +86,8 @@ def test_closed_book_inputs_go_to_the_task_s_own_feature() -> None:
         intercept=0,
         accept_confidence=0.5,
     )
-    assert reading.reads_closed_book and not load_model().reads_closed_book
+    assert reading.reads_closed_book and read_model(BUNDLED).reads_closed_book  # v3 reads them
+    assert not read_model(BUNDLED_PAPER_SCORING).reads_closed_book
 
 
 def test_evidence_features_read_the_question_and_the_passages_the_selected_draft_read() -> None:
