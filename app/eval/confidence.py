@@ -19,7 +19,7 @@ from app.confidence.calibration import (
     calibration,
     threshold_curve,
 )
-from app.confidence.features import ClosedBook, ConfidenceInputs, QuestionSignal, confidence_inputs
+from app.confidence.features import ConfidenceInputs, QuestionSignal, confidence_inputs
 from app.confidence.model import ConfidenceModel
 from app.eval.runner import QuestionRecord
 from app.eval.systems import SystemResult, draft_signal
@@ -42,13 +42,12 @@ def inputs_of(result: SystemResult, record: QuestionRecord) -> ConfidenceInputs 
         return None
     mcq = record.task == "mcq" or bool(record.choices)
     signals = [draft_signal(x, record.choices, mcq=mcq) for x in result.drafts]
-    cb = result.closed_book
     return confidence_inputs(
         signals,
         result.chosen,
         mcq=mcq,
         question=question_signal(record, d.passages),
-        closed_book=ClosedBook(logprob=cb.logprob, top=cb.top) if cb is not None else None,
+        closed_book=result.closed_book,
     )
 
 

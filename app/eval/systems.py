@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.confidence.features import DraftSignal, answer_key, vote_order
+from app.confidence.features import ClosedBook, DraftSignal, answer_key, vote_order
 from app.confidence.model import SelfConsistencyOf
 from app.embed.protocol import Embedder
 from app.eval.metrics import parse_choice
@@ -57,7 +57,7 @@ from graphs import prompting, speculative_rag, standard_rag
 from graphs.backends import StaticBackends
 from graphs.context import Context
 from graphs.drafting import format_passages
-from graphs.result import DraftOut
+from graphs.result import ConfidenceOut, DraftOut
 from graphs.scoring import self_reflection, total
 from graphs.state import InputState
 from graphs.verification import closed_book, score_requests
@@ -115,13 +115,6 @@ class Candidate(BaseModel):
     probability: float
 
 
-class ClosedBookRecord(BaseModel):
-    """The verifier's closed-book belief in the selected answer (``app.confidence.features.ClosedBook``)."""
-
-    logprob: float = Field(description="Letter: log P normalised over the letters; short answer: per token")
-    top: bool = Field(description="Multiple choice: the verifier's own most probable letter")
-
-
 class SystemResult(BaseModel):
     """One system's outcome on one question."""
 
@@ -136,10 +129,10 @@ class SystemResult(BaseModel):
     run_id: str | None = Field(None, description="Trace id in the run's traces.sqlite (specrag trace --traces)")
     decision: str | None = Field(None, description="Speculative graphs: reflection's last decision")
     confidence: float | None = Field(None, description="Speculative graphs: the best draft's confidence (if computed)")
-    closed_book: ClosedBookRecord | None = Field(
+    closed_book: ClosedBook | None = Field(
         None,
-        description="Re-verifying systems, and graphs whose confidence model reads it: the verifier's closed-book "
-        "belief in the selected answer",
+        description="Re-verifying systems, and speculative graphs whose confidence model reads it: the verifier's "
+        "closed-book belief in the selected answer",
     )
     derived_from: str | None = Field(None, description="Selection systems: the system whose drafts they re-rank")
     reused_from: str | None = Field(
@@ -350,7 +343,17 @@ def run_graph(
         run_id=result.run_id,
         decision=result.decision,
         confidence=result.confidence.value if result.confidence is not None else None,
+        closed_book=_closed_book_of(result.confidence, mcq=bool(choices)),
     )
+
+
+def _closed_book_of(conf: ConfidenceOut | None, *, mcq: bool) -> ClosedBook | None:
+    """The graph's own closed-book belief, read back from the inputs its confidence used (present when its model
+    reads them; rounded to 4 decimals there), so that a replay of the run's records sees what the graph saw."""
+    value = conf.inputs.get("closed_book_mcq" if mcq else "closed_book_span") if conf is not None else None
+    if conf is None or value is None:
+        return None
+    return ClosedBook(logprob=value, top=mcq and conf.inputs.get("closed_book_top") == 1.0)
 
 
 def _roles(models: Models, drafter: str) -> tuple[Role, ...]:
@@ -452,7 +455,7 @@ def reverify(
         cb = closed_book(models.verifier, question, best.letter or best.answer, choices or {})
         seconds += time.perf_counter() - t1
         finite = cb.logprob if math.isfinite(cb.logprob) else -1e9  # JSON holds no -inf; the inputs cut at -10
-        believed = ClosedBookRecord(logprob=finite, top=cb.top)
+        believed = ClosedBook(logprob=finite, top=cb.top)
     timings = {**base.timings, "verify": round(seconds, 4)}
     usage = {**base.usage, **models.usage(("verifier",))}
     return SystemResult(

@@ -17,7 +17,7 @@ from app.eval.systems import SYSTEMS, Models, pick
 from app.llm.metered import MeteredModel
 from app.llm.protocol import ChatPrompt
 from graphs.context import Context
-from tests.fakes import FakeEmbedder, FakeLLM
+from tests.fakes import FakeEmbedder, FakeLLM, p_yes_confidence
 
 PASSAGES = [
     ("Paris", "Paris is the capital of France.", 1.9),
@@ -141,6 +141,25 @@ def test_all_systems_on_the_same_questions(dataset: Path, tmp_path: Path) -> Non
     assert summary.calibration is not None and summary.calibration.overall.n == 3
     assert "## Calibration of the confidence" in report and "always fall back" in report
     assert sum(summary.calibration.decisions.values()) == 3 and summary.calibration.reflect_agrees == 1.0
+
+
+def test_a_graph_s_closed_book_belief_is_recorded_so_the_replay_sees_what_the_graph_saw(
+    dataset: Path, tmp_path: Path
+) -> None:
+    from app.confidence.model import load_model
+    from app.eval.confidence import inputs_of
+
+    model = p_yes_confidence(tmp_path, closed_book=True)
+    opts = _options(dataset, tmp_path / "run", ["standard", "speculative"])
+    opts = dataclasses.replace(opts, context=opts.context.model_copy(update={"confidence_model": model}))
+    evaluate(opts, Console(file=None, quiet=True), _models())
+    for record in load_records(tmp_path / "run" / RESULTS).values():
+        spec = record.systems["speculative"]
+        assert spec.closed_book is not None and spec.confidence is not None
+        x = inputs_of(spec, record)
+        assert x is not None
+        assert (x.closed_book_mcq if record.choices else x.closed_book_span) == spec.closed_book.logprob
+        assert load_model(model).predict(x) == pytest.approx(spec.confidence, abs=1e-3)
 
 
 def test_resume_skips_done_questions_and_adds_only_missing_systems(dataset: Path, tmp_path: Path) -> None:
