@@ -520,6 +520,20 @@ def evaluate(
     max_rounds: Annotated[
         int, typer.Option("--max-rounds", min=1, max=5, help="Retrieval rounds (1: the paper's single pass).")
     ] = 1,
+    accept_confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--accept-confidence",
+            min=0.0,
+            max=1.0,
+            help=_knob(
+                "The default graph (speculative+reflect): confidence needed to accept the best draft, else it "
+                "falls back. A run keeps the value it started with: resuming one made under another default "
+                "needs that value.",
+                "accept_confidence",
+            ),
+        ),
+    ] = None,
     normalization: Annotated[
         str | None, typer.Option("--normalization", help=_knob("raw or mean.", "score_normalization"))
     ] = None,
@@ -579,6 +593,7 @@ def evaluate(
             "n_drafts": drafts,
             "per_draft": per_draft,
             "max_rounds": max_rounds,
+            "accept_confidence": accept_confidence,
             "seed": seed,
             "score_normalization": normalization,
             "self_consistency_of": self_consistency_of,

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.confidence.model import SelfConsistencyOf
 
-ACCEPT_CONFIDENCE = 0.5
+ACCEPT_CONFIDENCE = 0.55
 """Default of ``accept_confidence``: the threshold chosen on the calibration set (``app.confidence.fit``; the
 bundled model's ``accept_confidence`` says the same, which a test checks)."""
 

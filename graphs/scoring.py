@@ -10,6 +10,7 @@ from typing import Literal
 from app.confidence.features import (
     ClosedBook,
     DraftSignal,
+    OpenBook,
     QuestionSignal,
     answer_key,
     confidence_inputs,
@@ -107,6 +108,7 @@ def confidence(
     choices: Mapping[str, str] | None = None,
     passages: Sequence[Passage] = (),
     closed_book: ClosedBook | None = None,
+    open_book: OpenBook | None = None,
 ) -> Confidence:
     """The calibrated confidence of the best-ranked draft (0 when no draft answered: nothing to be right).
 
@@ -119,6 +121,7 @@ def confidence(
         choices: Multiple choice: letter -> text.
         passages: Every passage retrieved so far (the best draft's are looked up by id).
         closed_book: The verifier's closed-book belief in the best draft's answer, for a model that reads it.
+        open_book: The verifier's belief in it after reading the best draft's passages, for a model that reads it.
     """
     if not ranking or drafts[ranking[0]].outcome == "abstain" or drafts[ranking[0]].scores is None:
         return Confidence(value=0.0, draft=None, model=model.name)
@@ -128,7 +131,9 @@ def confidence(
     evidence = QuestionSignal(
         question=question, choices=dict(choices or {}), passages=[(p.title, p.text) for p in read]
     )
-    inputs = confidence_inputs(signals, ranking[0], mcq=mcq, question=evidence, closed_book=closed_book)
+    inputs = confidence_inputs(
+        signals, ranking[0], mcq=mcq, question=evidence, closed_book=closed_book, open_book=open_book
+    )
     return Confidence(
         value=round(model.predict(inputs), 4),
         draft=ranking[0],

@@ -4,12 +4,13 @@ evaluation's re-verifying systems, so that both ask the verifier exactly the sam
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from app.confidence.features import ClosedBook
+from app.confidence.features import Belief, ClosedBook, OpenBook
 from app.confidence.model import SelfConsistencyOf
 from app.llm.protocol import ChatPrompt, LanguageModel, Message, ScoreRequest
 from graphs import prompting
+from graphs.drafting import Titled, format_passages
 from graphs.safety import neutralize
 
 
@@ -60,17 +61,49 @@ def closed_book_requests(question: str, continuations: Sequence[str]) -> list[Sc
 def closed_book(verifier: LanguageModel, question: str, answer: str, choices: Mapping[str, str]) -> ClosedBook:
     """The verifier's closed-book belief in ``answer`` (a choice letter when ``choices`` are given): one request per
     letter for multiple choice (normalised over the letters), one for a short answer (per token)."""
+    return _belief(verifier, closed_book_requests, question, answer, choices)
+
+
+def open_book_requests(question: str, passages: Sequence[Titled], continuations: Sequence[str]) -> list[ScoreRequest]:
+    """Requests for the verifier's log P(continuation | passages, question) when it reads ``passages`` (the selected
+    draft's) as standard RAG reads all of them (``prompts/standard_answer.md``, the same prompt the fallback
+    answers from), the assistant turn opened with 'Answer:' and each continuation teacher-forced. The draft's
+    rationale is not shown: the verifier judges the answer from the evidence itself."""
+    prompt = prompting.load("standard_answer").chat(passages=format_passages(passages), question=question)
+    return [ScoreRequest(prompt=prompt, continuation=f" {neutralize(c)}") for c in continuations]
+
+
+def open_book(
+    verifier: LanguageModel, question: str, passages: Sequence[Titled], answer: str, choices: Mapping[str, str]
+) -> OpenBook:
+    """The verifier's belief in ``answer`` after reading ``passages`` (the selected draft's), normalised as
+    :func:`closed_book`'s."""
+
+    def requests(q: str, continuations: Sequence[str]) -> list[ScoreRequest]:
+        return open_book_requests(q, passages, continuations)
+
+    return _belief(verifier, requests, question, answer, choices)
+
+
+def _belief(
+    verifier: LanguageModel,
+    requests: Callable[[str, Sequence[str]], list[ScoreRequest]],
+    question: str,
+    answer: str,
+    choices: Mapping[str, str],
+) -> Belief:
+    """Score ``answer`` (every letter for multiple choice, normalised over them; else per token) with ``requests``."""
     if choices:
         letters = list(choices)
-        results = verifier.score(closed_book_requests(question, letters))
+        results = verifier.score(requests(question, letters))
         logps = [r.logprob for r in results]
         top = max(logps)
         norm = top + math.log(sum(math.exp(v - top) for v in logps))
         key = answer.strip().upper()
         mine = next((v for letter, v in zip(letters, logps, strict=True) if letter.upper() == key), -math.inf)
-        return ClosedBook(logprob=mine - norm, top=math.isfinite(mine) and mine >= top)
-    (result,) = verifier.score(closed_book_requests(question, [answer]))
-    return ClosedBook(logprob=result.logprob / max(result.n_tokens, 1), top=False)
+        return Belief(logprob=mine - norm, top=math.isfinite(mine) and mine >= top)
+    (result,) = verifier.score(requests(question, [answer]))
+    return Belief(logprob=result.logprob / max(result.n_tokens, 1), top=False)
 
 
 def self_consistency_method(of: SelfConsistencyOf, provenance: str) -> str:

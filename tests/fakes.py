@@ -28,6 +28,8 @@ class FakeLLM:
     capabilities: Capabilities = field(default_factory=Capabilities)
     context_window: int = 4096
     calls: list[str] = field(default_factory=list)
+    scored: list[ScoreRequest] = field(default_factory=list)
+    """Every scoring request, in order."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count_tokens(self, prompt: ChatPrompt) -> int:
@@ -55,6 +57,7 @@ class FakeLLM:
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         with self._lock:
             self.calls.append(f"score x{len(requests)}")
+            self.scored.extend(requests)
         out = []
         for r in requests:
             lp, p_yes = self.judge(r.prompt.prefill + r.continuation)  # the assistant turn as scored
@@ -139,16 +142,20 @@ class FakeStore:
         )
 
 
-def p_yes_confidence(directory: Path, *, threshold: float = 0.85, closed_book: bool = False) -> str:
+def p_yes_confidence(
+    directory: Path, *, threshold: float = 0.85, closed_book: bool = False, open_book: bool = False
+) -> str:
     """A scripted confidence model file: confidence is a steep logistic of the best draft's P(Yes), 0.5 at
     ``threshold`` (about 0 below threshold - 0.1, about 1 above threshold + 0.1), for drafts scored as the default
     context scores them. Returns its path (for ``Context.confidence_model``), so graph tests decide on the scores
-    they script. With ``closed_book`` it also reads the closed-book inputs (weight 0), so the graph computes them."""
-    from app.confidence.features import CLOSED_BOOK_FEATURES, FEATURES
+    they script. With ``closed_book`` (``open_book``) it also reads the closed-book (open-book) inputs (weight 0),
+    so the graph computes them."""
+    from app.confidence.features import CLOSED_BOOK_FEATURES, FEATURES, OPEN_BOOK_FEATURES
     from app.confidence.model import ConfidenceModel
     from graphs.context import Context
 
-    read = [f for f in FEATURES if closed_book or f not in CLOSED_BOOK_FEATURES]  # else no extra verifier request
+    skip = (() if closed_book else CLOSED_BOOK_FEATURES) + (() if open_book else OPEN_BOOK_FEATURES)
+    read = [f for f in FEATURES if f not in skip]  # else no extra verifier request
     coef = [0.0] * len(read)
     coef[read.index("p_yes")] = 60.0
     model = ConfidenceModel(
@@ -161,6 +168,6 @@ def p_yes_confidence(directory: Path, *, threshold: float = 0.85, closed_book: b
         accept_confidence=0.5,
         self_consistency_of=Context().self_consistency_of,
     )
-    path = directory / f"scripted-confidence{'-cb' if closed_book else ''}.json"
+    path = directory / f"scripted-confidence{'-cb' if closed_book else ''}{'-ob' if open_book else ''}.json"
     path.write_text(model.model_dump_json(), encoding="utf-8")
     return str(path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +18,7 @@ from app.cli_errors import CLIError, cli_errors, err_console
 
 if TYPE_CHECKING:
     from app.confidence.pool import PoolSetConfig
+    from app.eval.runner import QuestionRecord
 
 DEFAULT_DIR = Path(".specrag/confidence")
 
@@ -91,7 +92,7 @@ def fit(
     from app.confidence.fit import FitError, fit_model
     from app.confidence.pool import PoolSetConfig, build_pool_set, write_pool_set
     from app.eval.confidence import rows
-    from app.eval.runner import KNOB_BEFORE, RESULTS, load_records
+    from app.eval.runner import KNOB_BEFORE
     from app.eval.session import EvalOptions, evaluate
     from app.eval.systems import REVERIFICATIONS, scoring_of
     from app.settings import get_settings
@@ -128,7 +129,7 @@ def fit(
     run_info = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
     run_scoring = run_info.get("context", {}).get("self_consistency_of", KNOB_BEFORE["self_consistency_of"])
     scoring = scoring_of(system, run_scoring)
-    data = rows(list(load_records(run / RESULTS).values()), system=system)
+    data = rows(_with_dataset_text(run, run_info), system=system)
     if not data:
         raise CLIError(f"{run} holds no question with both standard and {system}: run them first (specrag eval)")
     try:
@@ -194,6 +195,31 @@ def _show(model: object, console: Console) -> None:
     for feature, coef, mean, scale in zip(model.features, model.coef, model.mean, model.scale, strict=True):
         console.print(f"  {feature:16s} coef {coef:+.3f}  (mean {mean:.3f}, sd {scale:.3f})")
     console.print(f"  {'intercept':16s} {model.intercept:+.3f}")
+
+
+def _with_dataset_text(run: Path, run_info: dict[str, Any]) -> list[QuestionRecord]:
+    """The run's records, with the dataset's text restored where a record lacks it (a copy exported without it,
+    ``app.eval.export``): the question and the passages its drafts read are inputs of the model (``question_words``,
+    ``supported``), so fitting on a data-free copy would fit them on zeros.
+
+    Raises:
+        CLIError: Some record lacks the text and the run's dataset is not there to restore it from.
+    """
+    from app.eval.dataset import load_questions
+    from app.eval.export import with_data
+    from app.eval.runner import RESULTS, load_records
+
+    records = list(load_records(run / RESULTS).values())
+    if all(r.question and r.passages for r in records):
+        return records
+    dataset = Path(str(run_info.get("dataset", "")))
+    if not dataset.is_file():
+        raise CLIError(
+            f"{run} holds records without the dataset's text (an exported copy) and its dataset {dataset} is not "
+            "there to restore it from; point run.json's dataset at the calibration set"
+        )
+    questions = {q.id: q for q in load_questions(dataset)}
+    return [with_data(r, questions[r.id]) if r.id in questions else r for r in records]
 
 
 def _calibration_set_of(run: Path) -> PoolSetConfig:

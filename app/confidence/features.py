@@ -37,14 +37,23 @@ class DraftSignal:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClosedBook:
-    """The verifier's own belief in the selected answer without rationale or passages (``graphs.verification``)."""
+class Belief:
+    """The verifier's own belief in the selected answer, teacher-forced after a prompt without the draft's rationale
+    (``graphs.verification``): the question alone (closed book) or the question with the passages the selected
+    draft read (open book)."""
 
     logprob: float
-    """Multiple choice: log P(the letter | question) normalised over the choice letters; otherwise log P(answer |
-    question) per answer token."""
+    """Multiple choice: log P(the letter | prompt) normalised over the choice letters; otherwise log P(answer |
+    prompt) per answer token."""
     top: bool
     """Multiple choice: the letter is the verifier's most probable one (always False otherwise)."""
+
+
+ClosedBook = Belief
+"""The belief after the question alone (no rationale, no passages)."""
+
+OpenBook = Belief
+"""The belief after the passages the selected draft read and the question (no rationale)."""
 
 
 class ConfidenceInputs(BaseModel):
@@ -80,6 +89,21 @@ class ConfidenceInputs(BaseModel):
     )
     closed_book_top: float = Field(
         0.0, description="Multiple choice: 1 if the selected letter is the verifier's closed-book choice, else 0"
+    )
+    open_book_mcq: float = Field(
+        0.0,
+        description="Multiple choice: the verifier's log P(the selected letter | the selected draft's passages and "
+        "the question), normalised over the letters (cut at -10); 0 otherwise",
+    )
+    open_book_span: float = Field(
+        0.0,
+        description="Short answers: the verifier's log P(the selected answer | the selected draft's passages and "
+        "the question) per token (cut at -10); 0 for multiple choice",
+    )
+    open_book_top: float = Field(
+        0.0,
+        description="Multiple choice: 1 if the selected letter is the verifier's choice after reading the selected "
+        "draft's passages, else 0",
     )
 
     def vector(self, names: Sequence[str] = ()) -> list[float]:
@@ -145,6 +169,10 @@ CLOSED_BOOK_FEATURES = ("closed_book_mcq", "closed_book_span", "closed_book_top"
 """The inputs that need the verifier's closed-book scoring (one more request, computed only for a model that reads
 them)."""
 
+OPEN_BOOK_FEATURES = ("open_book_mcq", "open_book_span", "open_book_top")
+"""The inputs that need the verifier to read the selected draft's passages (one more request over them, computed
+only for a model that reads them)."""
+
 
 def confidence_inputs(
     drafts: Sequence[DraftSignal],
@@ -152,13 +180,14 @@ def confidence_inputs(
     *,
     mcq: bool,
     question: QuestionSignal | None = None,
-    closed_book: ClosedBook | None = None,
+    closed_book: Belief | None = None,
+    open_book: Belief | None = None,
 ) -> ConfidenceInputs:
     """The features of ``drafts[chosen]`` among ``drafts`` (all drafts of the run, abstentions included).
 
     ``question`` gives the question's and the evidence's features (``question_words``, ``supported``,
-    ``answer_words``), ``closed_book`` the verifier's closed-book ones (:data:`CLOSED_BOOK_FEATURES`); without
-    them they are 0 (a model fitted on them should not be used then).
+    ``answer_words``), ``closed_book`` and ``open_book`` the verifier's beliefs (:data:`CLOSED_BOOK_FEATURES`,
+    :data:`OPEN_BOOK_FEATURES`); without them they are 0 (a model fitted on them should not be used then).
 
     Raises:
         ValueError: ``chosen`` is an abstention or was not verified (it has no scores).
@@ -180,17 +209,18 @@ def confidence_inputs(
         margin=margin if math.isfinite(margin) else 0.0,
         mcq=1.0 if mcq else 0.0,
         **(_evidence(best, question) if question is not None else {}),
-        **(_closed_book(closed_book, mcq=mcq) if closed_book is not None else {}),
+        **(_belief("closed_book", closed_book, mcq=mcq) if closed_book is not None else {}),
+        **(_belief("open_book", open_book, mcq=mcq) if open_book is not None else {}),
     )
 
 
-def _closed_book(cb: ClosedBook, *, mcq: bool) -> dict[str, float]:
-    """The closed-book inputs, by task: a letter's normalised log-probability and a span's per-token one differ in
-    scale and in what they say, so each has its own coefficient."""
-    value = max(-10.0, cb.logprob) if math.isfinite(cb.logprob) else -10.0
+def _belief(prefix: str, belief: Belief, *, mcq: bool) -> dict[str, float]:
+    """A belief's inputs (``<prefix>_mcq``, ``_top``, ``_span``), by task: a letter's normalised log-probability and
+    a span's per-token one differ in scale and in what they say, so each has its own coefficient."""
+    value = max(-10.0, belief.logprob) if math.isfinite(belief.logprob) else -10.0
     if mcq:
-        return {"closed_book_mcq": value, "closed_book_top": 1.0 if cb.top else 0.0}
-    return {"closed_book_span": value}
+        return {f"{prefix}_mcq": value, f"{prefix}_top": 1.0 if belief.top else 0.0}
+    return {f"{prefix}_span": value}
 
 
 def _evidence(best: DraftSignal, question: QuestionSignal) -> dict[str, float]:

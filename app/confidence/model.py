@@ -14,7 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from app.confidence.features import CLOSED_BOOK_FEATURES, FEATURES, ConfidenceInputs, unknown_features
+from app.confidence.features import (
+    CLOSED_BOOK_FEATURES,
+    FEATURES,
+    OPEN_BOOK_FEATURES,
+    ConfidenceInputs,
+    unknown_features,
+)
 
 FORMAT = 1
 """Version of the file format this code reads."""
@@ -23,7 +29,7 @@ FORMAT = 1
 SelfConsistencyOf = Literal["answer_and_rationale", "answer_given_rationale"]
 """What the verifier's ρ_sc measures (``graphs.context.Context.self_consistency_of``)."""
 
-BUNDLED = Path(__file__).resolve().parent / "specrag-confidence-v3.json"
+BUNDLED = Path(__file__).resolve().parent / "specrag-confidence-v4.json"
 """The model shipped with the project (fitted on held-out pool questions; see its ``fit`` section), for drafts
 scored with the default ``self_consistency_of='answer_given_rationale'``."""
 
@@ -66,6 +72,12 @@ class ConfidenceModel(BaseModel):
     def reads_closed_book(self) -> bool:
         """Whether the model reads the verifier's closed-book inputs (computed by one more verifier request)."""
         return any(f in CLOSED_BOOK_FEATURES for f in self.features)
+
+    @property
+    def reads_open_book(self) -> bool:
+        """Whether the model reads the verifier's open-book inputs (one more verifier request over the selected
+        draft's passages)."""
+        return any(f in OPEN_BOOK_FEATURES for f in self.features)
 
     def predict(self, inputs: ConfidenceInputs) -> float:
         """P(the selected draft's answer is correct), 0-1."""

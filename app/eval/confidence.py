@@ -48,6 +48,7 @@ def inputs_of(result: SystemResult, record: QuestionRecord) -> ConfidenceInputs 
         mcq=mcq,
         question=question_signal(record, d.passages),
         closed_book=result.closed_book,
+        open_book=result.open_book,
     )
 
 

@@ -237,7 +237,7 @@ def evaluate_question(
     base = record.systems.get("speculative") or (earlier.systems.get("speculative") if earlier else None)
     for name in todo:
         if name in REVERIFICATIONS and base is not None:
-            record.systems[name] = reverify(base, name, asked, context, models, choices=q.choices)
+            record.systems[name] = reverify(base, name, asked, context, models, choices=q.choices, passages=pool.chunks)
     for name in todo:
         if name in SELECTIONS and base is not None:
             rng = random.Random(f"{seed}:{q.id}:{name}")

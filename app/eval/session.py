@@ -169,7 +169,7 @@ def _write(
     reused = sorted({n for r in rows for n, x in r.systems.items() if x.reused_from})
     if reused:
         settings["reused"] = f"{', '.join(reused)} copied from {options.reuse_from or 'an earlier run'} (--reuse-from)"
-    model, calibrated = _confidence_model(options.context, systems, console)
+    model, calibrated = _confidence_model(options.context, systems, console, rows)
     summary = summarize(rows, systems, settings, wanted, confidence=model, calibrated=calibrated)
     write_summary(summary, options.out)
     written = write_plots(summary, options.out)
@@ -179,10 +179,13 @@ def _write(
     return summary
 
 
-def _confidence_model(context: Context, systems: Sequence[str], console: Console) -> tuple[ConfidenceModel | None, str]:
+def _confidence_model(
+    context: Context, systems: Sequence[str], console: Console, records: Sequence[QuestionRecord] = ()
+) -> tuple[ConfidenceModel | None, str]:
     """The model the run's context names, for the calibration section, and the system whose drafts it judges:
     ``speculative`` when it is scored as the model was fitted, else the run's re-verifying system that is (the same
-    drafts). None when 'none', unreadable, or no system is scored that way."""
+    drafts). None when 'none', unreadable, no system is scored that way, or that system's ``records`` lack a
+    belief of the verifier the model reads (records made before it was recorded: their inputs would be 0)."""
     from app.eval.systems import REVERIFICATIONS, scoring_of
 
     if context.confidence_model == "none":
@@ -194,6 +197,13 @@ def _confidence_model(context: Context, systems: Sequence[str], console: Console
         return None, "speculative"
     for name in ("speculative", *(n for n in REVERIFICATIONS if n in systems)):
         if scoring_of(name, context.self_consistency_of) == model.self_consistency_of:
+            if lacking := _lacking_beliefs(model, name, records):
+                console.print(
+                    f"[yellow]warning[/]: no calibration section: {model.name} reads the verifier's {lacking}, "
+                    f"which this run's {name} records lack (made before it was recorded); re-verify them "
+                    "(drop those records and run again) or judge them with the model of their time"
+                )
+                return None, "speculative"
             return model, name
     console.print(
         f"[yellow]warning[/]: no calibration section: {model.name} was fitted on drafts scored with "
@@ -201,6 +211,21 @@ def _confidence_model(context: Context, systems: Sequence[str], console: Console
         "no re-verifying system scored that way"
     )
     return None, "speculative"
+
+
+def _lacking_beliefs(model: ConfidenceModel, system: str, records: Sequence[QuestionRecord]) -> str:
+    """Which beliefs ``model`` reads that some selected answer of ``system`` was recorded without ('' if none)."""
+    chosen = [x for r in records if (x := r.systems.get(system)) is not None and x.chosen is not None]
+    answered = [x for x in chosen if x.chosen is not None and x.drafts[x.chosen].outcome != "abstain"]
+    lacking = [
+        what
+        for what, reads, has in (
+            ("closed-book belief", model.reads_closed_book, lambda x: x.closed_book is not None),
+            ("open-book belief", model.reads_open_book, lambda x: x.open_book is not None),
+        )
+        if reads and any(not has(x) for x in answered)
+    ]
+    return " and ".join(lacking)
 
 
 def _running(

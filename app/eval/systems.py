@@ -38,13 +38,13 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.confidence.features import ClosedBook, DraftSignal, answer_key, vote_order
+from app.confidence.features import Belief, ClosedBook, DraftSignal, OpenBook, answer_key, vote_order
 from app.confidence.model import SelfConsistencyOf
 from app.embed.protocol import Embedder
 from app.eval.metrics import parse_choice
@@ -56,11 +56,11 @@ from app.trace.store import TraceStore
 from graphs import prompting, speculative_rag, standard_rag
 from graphs.backends import StaticBackends
 from graphs.context import Context
-from graphs.drafting import format_passages
+from graphs.drafting import Titled, format_passages
 from graphs.result import ConfidenceOut, DraftOut
 from graphs.scoring import self_reflection, total
 from graphs.state import InputState
-from graphs.verification import closed_book, score_requests
+from graphs.verification import closed_book, open_book, score_requests
 
 REPLUG_CANDIDATES = 5
 """Distinct answers REPLUG ensembles at most (the most probable under their own passage)."""
@@ -133,6 +133,11 @@ class SystemResult(BaseModel):
         None,
         description="Re-verifying systems, and speculative graphs whose confidence model reads it: the verifier's "
         "closed-book belief in the selected answer",
+    )
+    open_book: OpenBook | None = Field(
+        None,
+        description="Re-verifying systems, and speculative graphs whose confidence model reads it: the verifier's "
+        "belief in the selected answer after reading the selected draft's passages",
     )
     derived_from: str | None = Field(None, description="Selection systems: the system whose drafts they re-rank")
     reused_from: str | None = Field(
@@ -343,17 +348,19 @@ def run_graph(
         run_id=result.run_id,
         decision=result.decision,
         confidence=result.confidence.value if result.confidence is not None else None,
-        closed_book=_closed_book_of(result.confidence, mcq=bool(choices)),
+        closed_book=_belief_of(result.confidence, "closed_book", mcq=bool(choices)),
+        open_book=_belief_of(result.confidence, "open_book", mcq=bool(choices)),
     )
 
 
-def _closed_book_of(conf: ConfidenceOut | None, *, mcq: bool) -> ClosedBook | None:
-    """The graph's own closed-book belief, read back from the inputs its confidence used (present when its model
-    reads them; rounded to 4 decimals there), so that a replay of the run's records sees what the graph saw."""
-    value = conf.inputs.get("closed_book_mcq" if mcq else "closed_book_span") if conf is not None else None
+def _belief_of(conf: ConfidenceOut | None, prefix: str, *, mcq: bool) -> Belief | None:
+    """The graph's own closed- or open-book belief (``prefix``), read back from the inputs its confidence used
+    (present when its model reads them; rounded to 4 decimals there), so that a replay of the run's records sees
+    what the graph saw."""
+    value = conf.inputs.get(f"{prefix}_mcq" if mcq else f"{prefix}_span") if conf is not None else None
     if conf is None or value is None:
         return None
-    return ClosedBook(logprob=value, top=mcq and conf.inputs.get("closed_book_top") == 1.0)
+    return Belief(logprob=value, top=mcq and conf.inputs.get(f"{prefix}_top") == 1.0)
 
 
 def _roles(models: Models, drafter: str) -> tuple[Role, ...]:
@@ -411,6 +418,7 @@ def reverify(
     context: Context,
     models: Models,
     choices: Mapping[str, str] | None = None,
+    passages: Sequence[Titled] = (),
 ) -> SystemResult:
     """A re-verifying system's result: ``base``'s drafts scored again by the verifier (``graphs.verification``, the
     requests the ``verify`` node sends) under the context :data:`REVERIFICATIONS` names, then the best is picked.
@@ -424,6 +432,8 @@ def reverify(
         context: The run's context (the system changes some of its fields).
         choices: Multiple choice: letter -> text (for the closed-book belief in the selected letter, which the
             calibration's model may read; its time counts as verification).
+        passages: The question's pool, which the drafts' passage indices point into (for the open-book belief in
+            the selected answer after the selected draft's passages; its time counts as verification too).
     """
     ctx = context.model_copy(update=REVERIFICATIONS[name].changes)
     answering = [i for i, d in enumerate(base.drafts) if d.outcome != "abstain"]
@@ -449,13 +459,14 @@ def reverify(
         )
     chosen = pick(drafts, ctx)
     best = drafts[chosen] if chosen is not None else None
-    believed = None
+    believed = read = None
     if best is not None and best.outcome != "abstain":
         t1 = time.perf_counter()
-        cb = closed_book(models.verifier, question, best.letter or best.answer, choices or {})
+        answer = best.letter or best.answer
+        believed = _recordable(closed_book(models.verifier, question, answer, choices or {}))
+        evidence = [passages[i] for i in best.passages if 0 <= i < len(passages)]
+        read = _recordable(open_book(models.verifier, question, evidence, answer, choices or {}))
         seconds += time.perf_counter() - t1
-        finite = cb.logprob if math.isfinite(cb.logprob) else -1e9  # JSON holds no -inf; the inputs cut at -10
-        believed = ClosedBook(logprob=finite, top=cb.top)
     timings = {**base.timings, "verify": round(seconds, 4)}
     usage = {**base.usage, **models.usage(("verifier",))}
     return SystemResult(
@@ -469,7 +480,13 @@ def reverify(
         derived_from="speculative",
         error=base.error,
         closed_book=believed,
+        open_book=read,
     )
+
+
+def _recordable(belief: Belief) -> Belief:
+    """``belief`` with a non-finite log-probability as -1e9 (JSON holds no -inf; the inputs cut at -10)."""
+    return belief if math.isfinite(belief.logprob) else Belief(logprob=-1e9, top=belief.top)
 
 
 def _finite(x: float) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from app.confidence.features import ClosedBook
+from app.confidence.features import ClosedBook, OpenBook
 from app.confidence.model import load_model
 from graphs import prompting
 from graphs.backends import Backends
@@ -13,7 +13,7 @@ from graphs.context import Context
 from graphs.nodes.answer import fallback_passages
 from graphs.scoring import confidence, decide, rank
 from graphs.state import Round, State
-from graphs.verification import closed_book
+from graphs.verification import closed_book, open_book
 
 
 def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any]:
@@ -38,6 +38,7 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
             choices=state.choices,
             passages=state.all_passages,
             closed_book=_closed_book(state, ranking, backends) if model.reads_closed_book else None,
+            open_book=_open_book(state, ranking, backends) if model.reads_open_book else None,
         )
         if model
         else None
@@ -83,6 +84,17 @@ def _closed_book(state: State, ranking: list[int], backends: Backends) -> Closed
         return None
     best = state.drafts[ranking[0]]
     return closed_book(backends.verifier, state.question, best.letter or best.answer, state.choices)
+
+
+def _open_book(state: State, ranking: list[int], backends: Backends) -> OpenBook | None:
+    """The verifier's belief in the best draft's answer after reading that draft's passages (as retrieved), or None
+    when no draft answered."""
+    if not _answered(state, ranking):
+        return None
+    best = state.drafts[ranking[0]]
+    by_id = {p.id: p for p in state.all_passages}
+    read = [by_id[i] for i in best.passage_ids if i in by_id]
+    return open_book(backends.verifier, state.question, read, best.letter or best.answer, state.choices)
 
 
 def rewrite_query(state: State, ranking: list[int], context: Context, backends: Backends) -> str:

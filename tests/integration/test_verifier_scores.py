@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -89,3 +90,24 @@ def test_self_reflection_prefers_a_supporting_rationale(
     )
     p_yes = [r.candidate_logprobs["Yes"] for r in results]
     assert p_yes[0] > p_yes[1]
+
+
+def test_the_open_book_belief_follows_the_passages_the_verifier_reads(verifier: LlamaCppModel) -> None:
+    """The confidence's open-book input (graphs.verification.open_book): after a passage that states a made-up fact,
+    the verifier believes the answer it states, not the one the passage does not give; and the letters of a
+    multiple-choice question are normalised over the choices."""
+    from app.store.protocol import Chunk
+    from graphs.verification import open_book
+
+    question = "Which town did the botanist Ilse Varnhorst retire to?"
+    stated = [Chunk(id="1", doc_id="d1", title="Ilse Varnhorst", text="The botanist Ilse Varnhorst retired to Kelso.")]
+    other = [Chunk(id="2", doc_id="d2", title="Kelso", text="Kelso is a market town in the Scottish Borders.")]
+    right = open_book(verifier, question, stated, "Kelso", {})
+    wrong = open_book(verifier, question, stated, "Hexham", {})
+    unsupported = open_book(verifier, question, other, "Kelso", {})
+    assert right.logprob > wrong.logprob and right.logprob > unsupported.logprob, (right, wrong, unsupported)
+    choices = {"A": "Hexham", "B": "Kelso", "C": "Alnwick"}
+    asked = question + "\nA. Hexham\nB. Kelso\nC. Alnwick\nAnswer with the letter."
+    beliefs = [open_book(verifier, asked, stated, letter, choices) for letter in choices]
+    assert sum(math.exp(b.logprob) for b in beliefs) == pytest.approx(1.0, abs=5e-3)  # three calls: cache numerics
+    assert beliefs[1].top and not beliefs[0].top and beliefs[1].logprob > -0.7, beliefs

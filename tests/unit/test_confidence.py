@@ -14,6 +14,7 @@ from app.confidence.features import (
     ClosedBook,
     ConfidenceInputs,
     DraftSignal,
+    OpenBook,
     QuestionSignal,
     confidence_inputs,
     supported,
@@ -76,6 +77,10 @@ def test_closed_book_inputs_go_to_the_task_s_own_feature() -> None:
     y = confidence_inputs(spans, 0, mcq=False, closed_book=ClosedBook(logprob=-math.inf, top=False))
     assert (y.closed_book_mcq, y.closed_book_top, y.closed_book_span) == (0.0, 0.0, -10.0)  # cut at -10
     assert confidence_inputs(spans, 0, mcq=False).closed_book_span == 0.0  # not computed: a model reading it
+    z = confidence_inputs(letters, 0, mcq=True, open_book=OpenBook(logprob=-0.2, top=False))  # the same, open-book
+    assert (z.open_book_mcq, z.open_book_top, z.open_book_span, z.closed_book_mcq) == (-0.2, 0.0, 0.0, 0.0)
+    w = confidence_inputs(spans, 0, mcq=False, open_book=OpenBook(logprob=-1.5, top=False))
+    assert (w.open_book_span, w.open_book_mcq, w.closed_book_span) == (-1.5, 0.0, 0.0)
     # would be wrong to use, so the graph computes it whenever the model reads it
     reading = ConfidenceModel(
         name="m",
@@ -86,7 +91,8 @@ def test_closed_book_inputs_go_to_the_task_s_own_feature() -> None:
         intercept=0,
         accept_confidence=0.5,
     )
-    assert reading.reads_closed_book and read_model(BUNDLED).reads_closed_book  # v3 reads them
+    assert reading.reads_closed_book and not reading.reads_open_book
+    assert read_model(BUNDLED).reads_closed_book and read_model(BUNDLED).reads_open_book  # v4 reads both
     assert not read_model(BUNDLED_PAPER_SCORING).reads_closed_book
 
 
@@ -359,3 +365,29 @@ def test_fit_from_a_run_refuses_what_is_not_a_calibration_set(tmp_path: Path) ->
     assert refused.exit_code == 1 and "eval/dev" in refused.output
     bad = CliRunner().invoke(app, ["confidence", "fit", "--from-run", str(run), "--system", "vote"])
     assert bad.exit_code == 1 and "unknown --system" in bad.output
+
+
+def test_fit_from_an_exported_run_restores_the_question_and_passages_it_reads(tmp_path: Path) -> None:
+    from app.cli_errors import CLIError
+    from app.confidence.cli import _with_dataset_text
+    from app.eval.export import without_data
+    from app.eval.runner import RESULTS, QuestionRecord
+
+    dataset = tmp_path / "pool.jsonl"
+    item = {
+        "id": "nq-1",
+        "question": "Where is the Eiffel Tower?",
+        "answers": ["Paris"],
+        "task": "short_qa",
+        "passages": [{"title": "Eiffel Tower", "text": "The Eiffel Tower is in Paris."}],
+    }
+    dataset.write_text(json.dumps(item) + "\n", encoding="utf-8")
+    run = tmp_path / "run"
+    run.mkdir()
+    full = QuestionRecord(id="nq-1", task="short_qa", question=item["question"], gold=["Paris"])
+    (run / RESULTS).write_text(without_data(full).model_dump_json() + "\n", encoding="utf-8")
+    (restored,) = _with_dataset_text(run, {"dataset": str(dataset)})
+    assert restored.question == item["question"] and restored.gold == ["Paris"]
+    assert [p.text for p in restored.passages] == ["The Eiffel Tower is in Paris."]
+    with pytest.raises(CLIError, match="without the dataset's text"):
+        _with_dataset_text(run, {"dataset": str(tmp_path / "gone.jsonl")})

@@ -108,12 +108,13 @@ def test_all_systems_on_the_same_questions(dataset: Path, tmp_path: Path) -> Non
         assert only.chosen == max(range(3), key=lambda i: (spec.drafts[i].draft or 0, -i))
         assert record.systems["no-self-reflection"].seconds == spec.seconds
         # Re-verifying systems score speculative's drafts again (one request per answering draft), then pick; then
-        # the verifier's closed-book belief in the pick (one request per letter, or one for a short answer).
+        # the verifier's closed-book belief in the pick (one request per letter, or one for a short answer), and its
+        # open-book belief after the pick's own passages (as many requests again).
         joint = record.systems["joint-scores"]  # the run's own setting: the same scores, the same choice
         answering = sum(d.outcome != "abstain" for d in spec.drafts)
         believed = (len(record.choices) if record.choices else 1) if joint.chosen is not None else 0
-        assert (joint.closed_book is not None) == (joint.chosen is not None)
-        assert joint.usage["verifier"].calls == answering + believed
+        assert (joint.closed_book is not None) == (joint.chosen is not None) == (joint.open_book is not None)
+        assert joint.usage["verifier"].calls == answering + 2 * believed
         assert joint.usage["drafter"] == spec.usage["drafter"]
         assert [d.total for d in joint.drafts] == [d.total for d in spec.drafts] and joint.chosen == spec.chosen
         assert joint.seconds == pytest.approx(spec.seconds - spec.timings["verify"] + joint.timings["verify"])
@@ -143,22 +144,21 @@ def test_all_systems_on_the_same_questions(dataset: Path, tmp_path: Path) -> Non
     assert sum(summary.calibration.decisions.values()) == 3 and summary.calibration.reflect_agrees == 1.0
 
 
-def test_a_graph_s_closed_book_belief_is_recorded_so_the_replay_sees_what_the_graph_saw(
-    dataset: Path, tmp_path: Path
-) -> None:
+def test_a_graph_s_beliefs_are_recorded_so_the_replay_sees_what_the_graph_saw(dataset: Path, tmp_path: Path) -> None:
     from app.confidence.model import load_model
     from app.eval.confidence import inputs_of
 
-    model = p_yes_confidence(tmp_path, closed_book=True)
+    model = p_yes_confidence(tmp_path, closed_book=True, open_book=True)
     opts = _options(dataset, tmp_path / "run", ["standard", "speculative"])
     opts = dataclasses.replace(opts, context=opts.context.model_copy(update={"confidence_model": model}))
     evaluate(opts, Console(file=None, quiet=True), _models())
     for record in load_records(tmp_path / "run" / RESULTS).values():
         spec = record.systems["speculative"]
-        assert spec.closed_book is not None and spec.confidence is not None
+        assert spec.closed_book is not None and spec.open_book is not None and spec.confidence is not None
         x = inputs_of(spec, record)
         assert x is not None
         assert (x.closed_book_mcq if record.choices else x.closed_book_span) == spec.closed_book.logprob
+        assert (x.open_book_mcq if record.choices else x.open_book_span) == spec.open_book.logprob
         assert load_model(model).predict(x) == pytest.approx(spec.confidence, abs=1e-3)
 
 
@@ -295,3 +295,34 @@ def test_reuse_refuses_a_run_with_another_verifier(dataset: Path, tmp_path: Path
     models.verifier = MeteredModel(FakeLLM(reply=lambda p: "Paris", judge=judge, name="another-verifier"))
     with pytest.raises(EvalError, match=r"models\.verifier"):
         evaluate(_options(dataset, second, ["standard"], reuse_from=first), Console(file=None, quiet=True), models)
+
+
+def test_no_calibration_section_from_records_that_lack_a_belief_the_model_reads(tmp_path: Path) -> None:
+    from app.confidence.features import Belief
+    from app.confidence.model import load_model
+    from app.eval.runner import QuestionRecord
+    from app.eval.session import _confidence_model
+    from app.eval.systems import DraftRecord, SystemResult
+
+    def record(qid: str, *, open_book: Belief | None, outcome: str = "answer") -> QuestionRecord:
+        draft = DraftRecord(
+            round=0, answer="Paris", rationale="r", passages=[0], parsed=True, outcome=outcome, draft=-1.0,
+            draft_tokens=1, self_consistency=-1.0, self_consistency_tokens=1, self_reflection=-0.1, total=-2.1,
+            prompt_tokens=5,
+        )  # fmt: skip
+        result = SystemResult(
+            answer="Paris", chosen=0, drafts=[draft], closed_book=Belief(logprob=-1.0, top=False), open_book=open_book
+        )
+        return QuestionRecord(id=qid, task="short_qa", question="q", gold=["Paris"], systems={"speculative": result})
+
+    path = p_yes_confidence(tmp_path, closed_book=True, open_book=True)
+    context = Context.model_validate({"confidence_model": path})
+    out = Console(file=None, quiet=True)
+    believed = record("a", open_book=Belief(logprob=-0.5, top=False))
+    assert _confidence_model(context, ["speculative"], out, [believed]) == (load_model(path), "speculative")
+    older = record("b", open_book=None)  # made before the open-book belief was recorded: its input would read 0
+    assert _confidence_model(context, ["speculative"], out, [believed, older])[0] is None
+    abstained = record("c", open_book=None, outcome="abstain")  # no selected answer, nothing to believe in
+    assert _confidence_model(context, ["speculative"], out, [believed, abstained])[0] is not None
+    reads_less = Context.model_validate({"confidence_model": p_yes_confidence(tmp_path, closed_book=True)})
+    assert _confidence_model(reads_less, ["speculative"], out, [believed, older])[0] is not None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.confidence.features import CLOSED_BOOK_FEATURES, FEATURES
+from app.confidence.features import CLOSED_BOOK_FEATURES, FEATURES, OPEN_BOOK_FEATURES
 from app.llm.protocol import ChatPrompt
 from graphs import speculative_rag, standard_rag
 from graphs.backends import StaticBackends
@@ -294,7 +294,7 @@ def test_high_confidence_accepts_the_best_draft(tmp_path: Path) -> None:
     assert result.confidence is not None and result.confidence.value > 0.9
     assert result.chosen is not None and result.confidence.draft == result.chosen
     assert result.answer == state.drafts[result.chosen].answer
-    assert set(result.confidence.inputs) == set(FEATURES) - set(CLOSED_BOOK_FEATURES)  # what the model reads
+    assert set(result.confidence.inputs) == set(FEATURES) - set(CLOSED_BOOK_FEATURES) - set(OPEN_BOOK_FEATURES)
     assert result.confidence.model == "scripted-p-yes"
     # The evidence inputs come from the question and the passages the chosen draft read (its answer is a title).
     assert result.confidence.inputs["question_words"] == pytest.approx(math.log1p(6), abs=1e-4)
@@ -313,6 +313,30 @@ def test_a_model_that_reads_the_closed_book_inputs_gets_them_from_one_more_verif
     assert verifier.calls[-1] == "score x1"  # the best answer after the question alone, after verify's batch
     assert state.confidence is not None and state.confidence.inputs["closed_book_span"] == -2.0  # -2 over 1 token
     assert state.confidence.inputs["closed_book_mcq"] == 0.0 and "closed_book_span" in state.confidence.contributions
+
+
+def test_a_model_that_reads_the_open_book_inputs_gets_them_from_the_verifier_reading_the_best_draft_s_passages(
+    tmp_path: Path,
+) -> None:
+    emb = FakeEmbedder()
+    verifier = FakeLLM(reply=reading_verifier, judge=lambda c: (-3.0, 0.97))
+    backends = StaticBackends(
+        drafter=FakeLLM(reply=drafter_reply), verifier=verifier, embedder=emb, store=FakeStore(emb, DOCS)
+    )
+    model = p_yes_confidence(tmp_path, open_book=True)
+    state = run(backends, Context.model_validate({"confidence_model": model, "top_n": 5}))
+    assert verifier.calls[-1] == "score x1"  # one more request, after verify's batch
+    assert state.confidence is not None and state.confidence.inputs["open_book_span"] == -3.0  # -3 over 1 token
+    assert "closed_book_span" not in state.confidence.inputs  # not read: not computed
+    assert state.chosen is not None
+    best = state.drafts[state.chosen]
+    read = {p.id: p for p in state.all_passages}
+    prompt = verifier.scored[-1].prompt
+    last = prompt.messages[-1].content
+    assert all(read[i].text in last for i in best.passage_ids)  # the best draft's passages, and only those
+    assert sum(p.text in last for p in state.all_passages) == len(best.passage_ids)
+    assert last.endswith(f"Question: {state.question}") and prompt.prefill == "Answer:"
+    assert verifier.scored[-1].continuation == f" {best.answer}"
 
 
 def test_low_confidence_falls_back_to_the_verifier_reading_all_passages(tmp_path: Path) -> None:

@@ -6,8 +6,17 @@ import math
 
 import pytest
 
+from app.store.protocol import Chunk
 from graphs import prompting
-from graphs.verification import closed_book, closed_book_requests, score_requests, self_consistency_method
+from graphs.drafting import format_passages
+from graphs.verification import (
+    closed_book,
+    closed_book_requests,
+    open_book,
+    open_book_requests,
+    score_requests,
+    self_consistency_method,
+)
 from tests.fakes import FakeLLM
 
 QUESTION = "Who wrote Hamlet?"
@@ -66,3 +75,26 @@ def test_closed_book_normalises_a_letter_over_the_choices_and_a_span_per_token()
     assert verifier.calls == ["score x3", "score x3"]
     span = closed_book(FakeLLM(reply=lambda p: "", judge=lambda c: (-6.0, 0.5)), QUESTION, "William Shakespeare", {})
     assert span.logprob == pytest.approx(-3.0) and not span.top  # -6 over the fake's 2 tokens
+
+
+def test_open_book_reads_the_given_passages_as_standard_rag_reads_them_without_the_rationale() -> None:
+    passages = [
+        Chunk(id="1", doc_id="d1", title="Hamlet", text="Hamlet is a tragedy by William Shakespeare."),
+        Chunk(id="2", doc_id="d2", title="Marlowe", text="Christopher Marlowe wrote Doctor Faustus."),
+    ]
+    (req,) = open_book_requests(QUESTION, passages, ["Shakespeare"])
+    standard = prompting.load("standard_answer").chat(passages=format_passages(passages), question=QUESTION)
+    assert req.prompt == standard  # the fallback's prompt over these passages, 'Answer:' opened
+    assert req.prompt.prefill == "Answer:" and req.continuation == " Shakespeare" and not req.followup
+    read = req.prompt.messages[-1].content
+    assert "Hamlet is a tragedy" in read and "Rationale" not in read
+
+
+def test_open_book_normalises_letters_as_the_closed_book_does() -> None:
+    logp = {"A": -2.0, "B": -0.5}
+    verifier = FakeLLM(reply=lambda p: "", judge=lambda c: (logp.get(c.split()[-1], -9.0), 0.5))
+    passages = [Chunk(id="1", doc_id="d1", title="t", text="Water boils at 100 C.")]
+    a = open_book(verifier, QUESTION, passages, "A", {"A": "ice", "B": "steam"})
+    assert a.logprob == pytest.approx(-2.0 - math.log(math.exp(-2.0) + math.exp(-0.5))) and not a.top
+    assert verifier.calls == ["score x2"]
+    assert all("Water boils" in r.prompt.messages[-1].content for r in verifier.scored)
