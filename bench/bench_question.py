@@ -57,7 +57,9 @@ def main() -> None:
     with open(dev / "questions.jsonl", encoding="utf-8") as f:
         warm_up, *questions = [q for q in map(json.loads, f) if q["task"] == args.task][: 1 + args.questions]
 
-    context = Context(store=str(store), max_rounds=args.max_rounds, fallback=args.fallback)
+    # The paper's graph has no confidence: without the fallback nothing depends on one, and its beliefs cost requests.
+    paper = {} if args.fallback else {"confidence_model": "none"}
+    context = Context(store=str(store), max_rounds=args.max_rounds, fallback=args.fallback, **paper)
     run(warm_up["question"], context, "speculative")  # warm-up (not measured): loads models and embedder
     run(warm_up["question"], context, "standard")
     walls: dict[str, dict[str, list[float]]] = {"speculative": {}, "standard": {}}

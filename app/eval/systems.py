@@ -45,7 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from app.confidence.features import Belief, ClosedBook, DraftSignal, OpenBook, answer_key, vote_order
-from app.confidence.model import SelfConsistencyOf
+from app.confidence.model import ConfidenceModelError, SelfConsistencyOf, load_model
 from app.embed.protocol import Embedder
 from app.eval.metrics import parse_choice
 from app.eval.passages import PassagePool
@@ -230,7 +230,7 @@ def scoring_of(system: str, run_scoring: SelfConsistencyOf) -> SelfConsistencyOf
 
 GENERATING: dict[str, str] = {
     "standard": "one answer from all top-n passages (verifier-size model)",
-    "speculative": "Speculative RAG: clustered subsets, drafts, verification (the paper's; no fallback)",
+    "speculative": "Speculative RAG: clustered subsets, drafts, verification (the paper's; no confidence, no fallback)",
     "speculative+reflect": "Speculative RAG with calibrated reflection: low confidence falls back to the verifier "
     "reading all passages (the default graph)",
     "speculative-base": "Speculative RAG with the base drafter (no tuned adapter)",
@@ -361,6 +361,38 @@ def _belief_of(conf: ConfidenceOut | None, prefix: str, *, mcq: bool) -> Belief 
     if conf is None or value is None:
         return None
     return Belief(logprob=value, top=mcq and conf.inputs.get(f"{prefix}_top") == 1.0)
+
+
+def record_beliefs(
+    result: SystemResult,
+    question: str,
+    choices: Mapping[str, str] | None,
+    pool: PassagePool,
+    models: Models,
+    confidence_model: str,
+) -> SystemResult:
+    """``result`` with the verifier's beliefs in its selected answer that ``confidence_model`` reads (closed book,
+    open book after the selected draft's passages), for the report's calibration section, which replays the
+    confidence from the records. They are computed after the run and not timed: the paper's graph computes none.
+    Unchanged when nothing was selected, the run failed, or the model reads no belief (or cannot be read: the report
+    says so)."""
+    if confidence_model == "none" or result.error or result.chosen is None:
+        return result
+    best = result.drafts[result.chosen]
+    if best.outcome == "abstain":
+        return result
+    try:
+        model = load_model(confidence_model)
+    except ConfidenceModelError:
+        return result
+    answer = best.letter or best.answer
+    update: dict[str, Belief] = {}
+    if model.reads_closed_book:
+        update["closed_book"] = _recordable(closed_book(models.verifier, question, answer, choices or {}))
+    if model.reads_open_book:
+        evidence = [pool.chunks[i] for i in best.passages if 0 <= i < len(pool.chunks)]
+        update["open_book"] = _recordable(open_book(models.verifier, question, evidence, answer, choices or {}))
+    return result.model_copy(update=update)
 
 
 def _roles(models: Models, drafter: str) -> tuple[Role, ...]:
@@ -590,7 +622,10 @@ def run_system(
         KeyError: ``name`` is not a generating system.
     """
     reflecting = context.model_copy(update={"fallback": True})
-    context = context.model_copy(update={"fallback": False})  # every other drafting system: the paper's graph
+    # Every other drafting system is the paper's graph: no fallback, and no confidence (nothing it decides depends on
+    # one, and the verifier's beliefs a confidence model reads would cost it requests the paper does not make).
+    judged_by = context.confidence_model
+    context = context.model_copy(update={"fallback": False, "confidence_model": "none"})
     compressed = context.model_copy(update={"compress": True})
     answer_compressed = context.model_copy(update={"compress_answer": True})
 
@@ -599,7 +634,14 @@ def run_system(
 
     runners: dict[str, Callable[[], SystemResult]] = {
         "standard": graph("standard", context),
-        "speculative": graph("speculative", context),
+        "speculative": lambda: record_beliefs(
+            run_graph("speculative", question, context, models, pool, traces, choices=choices),
+            question,
+            choices,
+            pool,
+            models,
+            judged_by,
+        ),
         "speculative+reflect": graph("speculative", reflecting),
         "speculative-base": graph("speculative", context, drafter="base"),
         "speculative-verifier-drafts": graph("speculative", context, drafter="verifier"),

@@ -144,22 +144,31 @@ def test_all_systems_on_the_same_questions(dataset: Path, tmp_path: Path) -> Non
     assert sum(summary.calibration.decisions.values()) == 3 and summary.calibration.reflect_agrees == 1.0
 
 
-def test_a_graph_s_beliefs_are_recorded_so_the_replay_sees_what_the_graph_saw(dataset: Path, tmp_path: Path) -> None:
+def test_beliefs_are_recorded_so_the_replay_sees_what_the_graph_saw(dataset: Path, tmp_path: Path) -> None:
     from app.confidence.model import load_model
     from app.eval.confidence import inputs_of
 
     model = p_yes_confidence(tmp_path, closed_book=True, open_book=True)
-    opts = _options(dataset, tmp_path / "run", ["standard", "speculative"])
+    opts = _options(dataset, tmp_path / "run", ["standard", "speculative", "speculative+reflect"])
     opts = dataclasses.replace(opts, context=opts.context.model_copy(update={"confidence_model": model}))
     evaluate(opts, Console(file=None, quiet=True), _models())
     for record in load_records(tmp_path / "run" / RESULTS).values():
-        spec = record.systems["speculative"]
-        assert spec.closed_book is not None and spec.open_book is not None and spec.confidence is not None
-        x = inputs_of(spec, record)
+        graph = record.systems["speculative+reflect"]  # the default graph computes its confidence and beliefs
+        assert graph.closed_book is not None and graph.open_book is not None and graph.confidence is not None
+        x = inputs_of(graph, record)
         assert x is not None
-        assert (x.closed_book_mcq if record.choices else x.closed_book_span) == spec.closed_book.logprob
-        assert (x.open_book_mcq if record.choices else x.open_book_span) == spec.open_book.logprob
-        assert load_model(model).predict(x) == pytest.approx(spec.confidence, abs=1e-3)
+        assert (x.closed_book_mcq if record.choices else x.closed_book_span) == graph.closed_book.logprob
+        assert (x.open_book_mcq if record.choices else x.open_book_span) == graph.open_book.logprob
+        assert load_model(model).predict(x) == pytest.approx(graph.confidence, abs=1e-3)
+        # The paper's graph computes no confidence and no belief (its time has none of their requests); the eval
+        # records the beliefs afterwards, untimed, for the calibration section: the same as the graph's.
+        paper = record.systems["speculative"]
+        assert paper.confidence is None and paper.decision == "accept" and paper.chosen == graph.chosen
+        beliefs = 2 * (len(record.choices) if record.choices else 1)  # closed and open book: each letter, or the span
+        assert paper.usage["verifier"].calls == graph.usage["verifier"].calls - beliefs
+        for mine, its in ((paper.closed_book, graph.closed_book), (paper.open_book, graph.open_book)):
+            assert mine is not None and mine.top == its.top
+            assert mine.logprob == pytest.approx(its.logprob, abs=1e-3)  # the graph's inputs keep 4 decimals
 
 
 def test_resume_skips_done_questions_and_adds_only_missing_systems(dataset: Path, tmp_path: Path) -> None:
