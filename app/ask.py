@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from app.confidence.features import task_terms
 from app.llm.protocol import ContextOverflowError
 from app.trace.capture import run_traced
 from app.trace.store import TraceStore, open_trace_store
@@ -150,8 +151,10 @@ def _confidence_line(c: ConfidenceOut) -> Text:
     if c.draft is None:
         return Text(f"Confidence: {c.value:.2f} (no draft answered; {c.model})")
     inputs = ", ".join(f"{k} {v:.2f}" for k, v in c.inputs.items())
-    moved = sorted(c.contributions.items(), key=lambda kv: -abs(kv[1]))[:3]
-    terms = ", ".join(f"{k} {v:+.2f}" for k, v in moved)
+    mcq = c.inputs.get("mcq") == 1.0
+    task = f"task ({'multiple choice' if mcq else 'short answer'})"
+    moved = sorted(task_terms(c.contributions, mcq=mcq).items(), key=lambda kv: -abs(kv[1]))[:3]
+    terms = ", ".join(f"{task if k == 'task' else k} {v:+.2f}" for k, v in moved)
     return Text(
         f"Confidence: {c.value:.2f} that draft #{c.draft} is right ({c.votes} drafts agree; {c.model}). "
         f"Inputs: {inputs}. Largest logit terms: {terms}."

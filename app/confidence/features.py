@@ -173,6 +173,23 @@ OPEN_BOOK_FEATURES = ("open_book_mcq", "open_book_span", "open_book_top")
 """The inputs that need the verifier to read the selected draft's passages (one more request over them, computed
 only for a model that reads them)."""
 
+MCQ_ONLY = ("closed_book_mcq", "closed_book_top", "open_book_mcq", "open_book_top")
+"""Inputs that are 0 for every short-answer question."""
+
+SPAN_ONLY = ("closed_book_span", "open_book_span")
+"""Inputs that are 0 for every multiple-choice question."""
+
+
+def task_terms(contributions: Mapping[str, float], *, mcq: bool) -> dict[str, float]:
+    """The logit terms with the part the task alone fixes folded into one term, ``task``: the inputs that do not
+    apply to the question's task are 0 for every such question, so their terms (far from 0 after standardisation)
+    and the ``mcq`` input's are a constant of the task, not something this draft did."""
+    fixed = {*(SPAN_ONLY if mcq else MCQ_ONLY), "mcq"}
+    out = {k: v for k, v in contributions.items() if k not in fixed}
+    if fixed & set(contributions):
+        out["task"] = round(sum(v for k, v in contributions.items() if k in fixed), 4)
+    return out
+
 
 def confidence_inputs(
     drafts: Sequence[DraftSignal],

@@ -41,3 +41,20 @@ def test_drafts_table_shows_every_score_in_full(width: int) -> None:
         assert f"{d.scores.self_consistency:.1f}" in text
     assert f"★{result.chosen}" in text
     assert "round" in text and "Round 2" in text
+
+
+def test_the_confidence_line_names_what_the_draft_did_not_what_its_task_fixes() -> None:
+    from app.ask import _confidence_line
+    from graphs.result import ConfidenceOut
+
+    terms = {"p_yes": 0.3, "margin": -0.58, "mcq": -0.42, "open_book_mcq": 0.6, "open_book_span": -0.2}
+    inputs = {"p_yes": 0.88, "margin": 0.9, "mcq": 0.0, "open_book_mcq": 0.0, "open_book_span": -1.04}
+    line = _confidence_line(
+        ConfidenceOut(value=0.38, draft=2, inputs=inputs, contributions=terms, votes=1, model="m")
+    ).plain
+    assert "open_book_mcq 0.00" in line  # every input is listed
+    largest = line.split("Largest logit terms: ")[1]
+    assert largest == "margin -0.58, p_yes +0.30, open_book_span -0.20."  # the task's constant (+0.18) ranks last
+    mcq = _confidence_line(ConfidenceOut(value=0.5, draft=0, inputs={**inputs, "mcq": 1.0}, contributions=terms,
+                                         votes=1, model="m")).plain  # fmt: skip
+    assert "task (multiple choice) -0.62" in mcq and "open_book_span" not in mcq.split("Largest logit terms: ")[1]

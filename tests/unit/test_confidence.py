@@ -391,3 +391,14 @@ def test_fit_from_an_exported_run_restores_the_question_and_passages_it_reads(tm
     assert [p.text for p in restored.passages] == ["The Eiffel Tower is in Paris."]
     with pytest.raises(CLIError, match="without the dataset's text"):
         _with_dataset_text(run, {"dataset": str(tmp_path / "gone.jsonl")})
+
+
+def test_the_terms_a_task_fixes_are_folded_into_one() -> None:
+    from app.confidence.features import task_terms
+
+    terms = {"p_yes": 1.5, "mcq": -0.42, "open_book_mcq": 0.6, "closed_book_top": 0.3, "open_book_span": -0.9}
+    short = task_terms(terms, mcq=False)  # the multiple-choice-only inputs are 0 on every short question
+    assert short == {"p_yes": 1.5, "open_book_span": -0.9, "task": pytest.approx(0.48)}
+    choice = task_terms(terms, mcq=True)  # and the span-only ones on every multiple-choice question
+    assert choice == {"p_yes": 1.5, "open_book_mcq": 0.6, "closed_book_top": 0.3, "task": pytest.approx(-1.32)}
+    assert task_terms({"p_yes": 1.0}, mcq=False) == {"p_yes": 1.0}  # a model that reads none of them
