@@ -8,8 +8,9 @@ Without --store, the shared HotpotQA corpus is ingested into a temporary store f
 loading, caches) and is not measured; the next --questions are. Runs use the product's defaults, ``max_rounds``
 included (2: a retry when every draft abstained), unless --max-rounds is given, and the fallback to the verifier
 reading all passages when the best draft's confidence is low; ``--no-fallback`` measures the paper's graph (the
-best draft is the answer), the system issue 15's latency bar is about. Prints the setting, per-node median wall
-seconds for each graph and the ratio of end-to-end medians (speculative / standard), measured in this run.
+best draft is the answer; no confidence is computed), the system issue 15's latency bar is about. Prints the
+setting, per-node median wall seconds for each graph and the ratio of end-to-end medians (speculative / standard),
+measured in this run.
 """
 
 from __future__ import annotations
