@@ -206,20 +206,19 @@ def _with_dataset_text(run: Path, run_info: dict[str, Any]) -> list[QuestionReco
         CLIError: Some record lacks the text and the run's dataset is not there to restore it from.
     """
     from app.eval.dataset import load_questions
-    from app.eval.export import with_data
+    from app.eval.export import with_dataset_text
     from app.eval.runner import RESULTS, load_records
 
-    records = list(load_records(run / RESULTS).values())
-    if all(r.question and r.passages for r in records):
-        return records
+    records = load_records(run / RESULTS)
+    if all(r.question and r.passages for r in records.values()):
+        return list(records.values())
     dataset = Path(str(run_info.get("dataset", "")))
     if not dataset.is_file():
         raise CLIError(
             f"{run} holds records without the dataset's text (an exported copy) and its dataset {dataset} is not "
             "there to restore it from; point run.json's dataset at the calibration set"
         )
-    questions = {q.id: q for q in load_questions(dataset)}
-    return [with_data(r, questions[r.id]) if r.id in questions else r for r in records]
+    return list(with_dataset_text(records, load_questions(dataset)).values())
 
 
 def _calibration_set_of(run: Path) -> PoolSetConfig:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from app.eval.dataset import EvalQuestion
@@ -43,6 +44,14 @@ def with_data(record: QuestionRecord, question: EvalQuestion) -> QuestionRecord:
         "passages": passages,
     }
     return record.model_copy(update={k: v for k, v in restored.items() if not getattr(record, k)})
+
+
+def with_dataset_text(
+    records: Mapping[str, QuestionRecord], questions: Iterable[EvalQuestion]
+) -> dict[str, QuestionRecord]:
+    """``records`` (by question id) with :func:`with_data` applied to each whose question is among ``questions``."""
+    wanted = {q.id: q for q in questions}
+    return {qid: with_data(r, wanted[qid]) if qid in wanted else r for qid, r in records.items()}
 
 
 def export(out: Path, dest: Path) -> int:

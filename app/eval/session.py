@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app.confidence.model import ConfidenceModel, ConfidenceModelError, load_model
 from app.eval.dataset import EvalQuestion, load_questions
-from app.eval.export import with_data
+from app.eval.export import with_dataset_text
 from app.eval.plots import write_plots
 from app.eval.report import Summary, complete, summarize, write_summary
 from app.eval.reuse import prompt_hashes, reuse
@@ -116,9 +116,7 @@ def evaluate(options: EvalOptions, console: Console, models: Models | None = Non
         for what in reused.unchecked:
             console.print(f"[yellow]warning[/]: could not compare {what}; assumed unchanged")
     if options.store is None:  # records copied without the dataset's text (app.eval.export) get it back
-        for q in questions:
-            if q.id in records:
-                records[q.id] = with_data(records[q.id], q)
+        records = with_dataset_text(records, questions)
     todo = [q for q in questions if missing(records.get(q.id), systems)]
     console.print(
         f"{len(questions)} questions × {len(systems)} systems ({', '.join(systems)}); "

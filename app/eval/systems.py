@@ -385,14 +385,30 @@ def record_beliefs(
         model = load_model(confidence_model)
     except ConfidenceModelError:
         return result
-    answer = best.letter or best.answer
-    update: dict[str, Belief] = {}
-    if model.reads_closed_book:
-        update["closed_book"] = _recordable(closed_book(models.verifier, question, answer, choices or {}))
-    if model.reads_open_book:
-        evidence = [pool.chunks[i] for i in best.passages if 0 <= i < len(pool.chunks)]
-        update["open_book"] = _recordable(open_book(models.verifier, question, evidence, answer, choices or {}))
+    believed, read = _beliefs(
+        best, question, choices, pool.chunks, models, closed=model.reads_closed_book, opened=model.reads_open_book
+    )
+    update = {k: v for k, v in (("closed_book", believed), ("open_book", read)) if v is not None}
     return result.model_copy(update=update)
+
+
+def _beliefs(
+    best: DraftRecord,
+    question: str,
+    choices: Mapping[str, str] | None,
+    passages: Sequence[Titled],
+    models: Models,
+    *,
+    closed: bool = True,
+    opened: bool = True,
+) -> tuple[Belief | None, Belief | None]:
+    """The verifier's closed- and open-book beliefs in ``best``'s answer (each None when not asked for), recordable
+    as JSON; ``passages`` is the question's pool, which ``best.passages`` indexes."""
+    answer = best.letter or best.answer
+    believed = _recordable(closed_book(models.verifier, question, answer, choices or {})) if closed else None
+    evidence = [passages[i] for i in best.passages if 0 <= i < len(passages)]
+    read = _recordable(open_book(models.verifier, question, evidence, answer, choices or {})) if opened else None
+    return believed, read
 
 
 def _roles(models: Models, drafter: str) -> tuple[Role, ...]:
@@ -494,10 +510,7 @@ def reverify(
     believed = read = None
     if best is not None and best.outcome != "abstain":
         t1 = time.perf_counter()
-        answer = best.letter or best.answer
-        believed = _recordable(closed_book(models.verifier, question, answer, choices or {}))
-        evidence = [passages[i] for i in best.passages if 0 <= i < len(passages)]
-        read = _recordable(open_book(models.verifier, question, evidence, answer, choices or {}))
+        believed, read = _beliefs(best, question, choices, passages, models)
         seconds += time.perf_counter() - t1
     timings = {**base.timings, "verify": round(seconds, 4)}
     usage = {**base.usage, **models.usage(("verifier",))}

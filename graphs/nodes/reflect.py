@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from app.confidence.features import ClosedBook, OpenBook
-from app.confidence.model import load_model
+from app.confidence.model import ConfidenceModel, load_model
 from graphs import prompting
 from graphs.backends import Backends
 from graphs.context import Context
@@ -28,8 +28,10 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
     model = None if context.confidence_model == "none" else load_model(context.confidence_model)
     if model is not None:
         model.require_scoring(context.self_consistency_of)
-    conf = (
-        confidence(
+    conf = None
+    if model is not None:
+        believed, read = _beliefs(state, ranking, backends, model)
+        conf = confidence(
             state.drafts,
             ranking,
             mcq=bool(state.choices),
@@ -37,12 +39,9 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
             question=state.question,
             choices=state.choices,
             passages=state.all_passages,
-            closed_book=_closed_book(state, ranking, backends) if model.reads_closed_book else None,
-            open_book=_open_book(state, ranking, backends) if model.reads_open_book else None,
+            closed_book=believed,
+            open_book=read,
         )
-        if model
-        else None
-    )
     readable = fallback_passages(state, context)
     decision, reason = decide(
         state.drafts,
@@ -77,24 +76,24 @@ def reflect(state: State, context: Context, backends: Backends) -> dict[str, Any
     return update
 
 
-def _closed_book(state: State, ranking: list[int], backends: Backends) -> ClosedBook | None:
-    """The verifier's closed-book belief in the best draft's answer (its letter for multiple choice), or None when
-    no draft answered."""
-    if not _answered(state, ranking):
-        return None
-    best = state.drafts[ranking[0]]
-    return closed_book(backends.verifier, state.question, best.letter or best.answer, state.choices)
-
-
-def _open_book(state: State, ranking: list[int], backends: Backends) -> OpenBook | None:
-    """The verifier's belief in the best draft's answer after reading that draft's passages (as retrieved), or None
+def _beliefs(
+    state: State, ranking: list[int], backends: Backends, model: ConfidenceModel
+) -> tuple[ClosedBook | None, OpenBook | None]:
+    """The verifier's beliefs in the best draft's answer (its letter for multiple choice) that ``model`` reads:
+    closed book, and open book after that draft's passages (as retrieved); None for what it does not read, and
     when no draft answered."""
     if not _answered(state, ranking):
-        return None
+        return None, None
     best = state.drafts[ranking[0]]
+    answer = best.letter or best.answer
+    believed = (
+        closed_book(backends.verifier, state.question, answer, state.choices) if model.reads_closed_book else None
+    )
+    if not model.reads_open_book:
+        return believed, None
     by_id = {p.id: p for p in state.all_passages}
     read = [by_id[i] for i in best.passage_ids if i in by_id]
-    return open_book(backends.verifier, state.question, read, best.letter or best.answer, state.choices)
+    return believed, open_book(backends.verifier, state.question, read, answer, state.choices)
 
 
 def rewrite_query(state: State, ranking: list[int], context: Context, backends: Backends) -> str:

@@ -302,14 +302,20 @@ def test_high_confidence_accepts_the_best_draft(tmp_path: Path) -> None:
     assert result.rounds[0].confidence == result.confidence
 
 
-def test_a_model_that_reads_the_closed_book_inputs_gets_them_from_one_more_verifier_request(tmp_path: Path) -> None:
+def believing(tmp_path: Path, logprob: float, **reads: bool) -> tuple[State, FakeLLM]:
+    """A run whose scripted confidence model also reads the beliefs named in ``reads`` (closed_book, open_book),
+    with a verifier that scores every continuation ``logprob``."""
     emb = FakeEmbedder()
-    verifier = FakeLLM(reply=reading_verifier, judge=lambda c: (-2.0, 0.97))
+    verifier = FakeLLM(reply=reading_verifier, judge=lambda c: (logprob, 0.97))
     backends = StaticBackends(
         drafter=FakeLLM(reply=drafter_reply), verifier=verifier, embedder=emb, store=FakeStore(emb, DOCS)
     )
-    model = p_yes_confidence(tmp_path, closed_book=True)
-    state = run(backends, Context.model_validate({"confidence_model": model, "top_n": 5}))
+    model = p_yes_confidence(tmp_path, **reads)
+    return run(backends, Context.model_validate({"confidence_model": model, "top_n": 5})), verifier
+
+
+def test_a_model_that_reads_the_closed_book_inputs_gets_them_from_one_more_verifier_request(tmp_path: Path) -> None:
+    state, verifier = believing(tmp_path, -2.0, closed_book=True)
     assert verifier.calls[-1] == "score x1"  # the best answer after the question alone, after verify's batch
     assert state.confidence is not None and state.confidence.inputs["closed_book_span"] == -2.0  # -2 over 1 token
     assert state.confidence.inputs["closed_book_mcq"] == 0.0 and "closed_book_span" in state.confidence.contributions
@@ -318,13 +324,7 @@ def test_a_model_that_reads_the_closed_book_inputs_gets_them_from_one_more_verif
 def test_a_model_that_reads_the_open_book_inputs_gets_them_from_the_verifier_reading_the_best_draft_s_passages(
     tmp_path: Path,
 ) -> None:
-    emb = FakeEmbedder()
-    verifier = FakeLLM(reply=reading_verifier, judge=lambda c: (-3.0, 0.97))
-    backends = StaticBackends(
-        drafter=FakeLLM(reply=drafter_reply), verifier=verifier, embedder=emb, store=FakeStore(emb, DOCS)
-    )
-    model = p_yes_confidence(tmp_path, open_book=True)
-    state = run(backends, Context.model_validate({"confidence_model": model, "top_n": 5}))
+    state, verifier = believing(tmp_path, -3.0, open_book=True)
     assert verifier.calls[-1] == "score x1"  # one more request, after verify's batch
     assert state.confidence is not None and state.confidence.inputs["open_book_span"] == -3.0  # -3 over 1 token
     assert "closed_book_span" not in state.confidence.inputs  # not read: not computed
