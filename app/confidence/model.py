@@ -29,7 +29,7 @@ FORMAT = 1
 SelfConsistencyOf = Literal["answer_and_rationale", "answer_given_rationale"]
 """What the verifier's ρ_sc measures (``graphs.context.Context.self_consistency_of``)."""
 
-BUNDLED = Path(__file__).resolve().parent / "specrag-confidence-v4.json"
+BUNDLED = Path(__file__).resolve().parent / "specrag-confidence-v5.json"
 """The model shipped with the project (fitted on held-out pool questions; see its ``fit`` section), for drafts
 scored with the default ``self_consistency_of='answer_given_rationale'``."""
 

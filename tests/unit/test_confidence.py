@@ -92,7 +92,7 @@ def test_closed_book_inputs_go_to_the_task_s_own_feature() -> None:
         accept_confidence=0.5,
     )
     assert reading.reads_closed_book and not reading.reads_open_book
-    assert read_model(BUNDLED).reads_closed_book and read_model(BUNDLED).reads_open_book  # v4 reads both
+    assert read_model(BUNDLED).reads_closed_book and read_model(BUNDLED).reads_open_book  # v5 reads both
     assert not read_model(BUNDLED_PAPER_SCORING).reads_closed_book
 
 
