@@ -92,13 +92,17 @@ def export_fp32(path: Path) -> None:
 
 def quantize_int8(source: Path, target: Path) -> None:
     """Dynamic int8 quantization (onnxruntime.quantization): the MatMul weights per output channel, and the token
-    embedding table (Gather), which is most of the file's size."""
+    embedding table (Gather), which is most of the file's size.
+
+    Unsigned weights (U8U8): with signed weights onnxruntime's x86 kernels multiply u8 activations by s8 weights with
+    an instruction that saturates on CPUs without VNNI (AVX2 only), and the vectors then depend on the CPU (on an
+    AVX2 EPYC: min cosine 0.987 to the torch vectors on the check texts, against 0.990 with unsigned weights)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
         str(source),
         str(target),
-        weight_type=QuantType.QInt8,
+        weight_type=QuantType.QUInt8,
         per_channel=True,
         op_types_to_quantize=["MatMul", "Gather"],
     )

@@ -44,7 +44,7 @@ MAX_TOKENS = 256
 ONNX_PATH = Path(__file__).resolve().parent / "models" / "all-MiniLM-L6-v2.int8.onnx"
 """The committed int8 ONNX graph of the transformer (inputs input_ids, attention_mask, token_type_ids)."""
 
-ONNX_SHA256 = "5b5d756d2507571a30256e73fc33de6d597525f840d6e33e44a7ba3a6a01389c"
+ONNX_SHA256 = "0de58e4d53666f5ebd633c36b0111024dcb0c39a2412b9c582fa259a5de2c90a"
 """sha256 of :data:`ONNX_PATH`; a file that does not match is refused."""
 
 
