@@ -198,7 +198,7 @@ def _drafts_table(result: RunResult, width: int) -> Table:
             cells.append(str(d.round + 1))
         cells += [
             answer if len(answer) <= answer_width else answer[: answer_width - 1] + "…",
-            _fmt(s.draft if s else None, 1),
+            _fmt(s.draft if s else d.draft_logprob if d.outcome != "abstain" else None, 1),
             _fmt(s.self_consistency if s else None, 1),
             _fmt(s.self_reflection if s else None, 3),
             _fmt(s.p_yes if s else None, 3),

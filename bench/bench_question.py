@@ -1,7 +1,7 @@
 """Wall time per node for real questions: Speculative RAG vs standard RAG on the same store, in one run.
 
     .venv/bin/python bench/bench_question.py [--store DIR] [--questions 3] [--task multihop_qa] [--max-rounds N]
-        [--no-fallback]
+        [--drafts M] [--compress] [--no-fallback]
 
 Without --store, the shared HotpotQA corpus is ingested into a temporary store first. Questions come from
 ``<shared>/eval/dev/questions.jsonl`` (those of --task, in file order): the first one warms up both graphs (model
@@ -40,6 +40,15 @@ def main() -> None:
         "--max-rounds", type=int, default=Context().max_rounds, help="retrieval rounds (default: the product's)"
     )
     parser.add_argument(
+        "--drafts", type=int, default=Context().n_drafts, help="drafts per round, m (default: the product's)"
+    )
+    parser.add_argument(
+        "--compress",
+        action=argparse.BooleanOptionalAction,
+        default=Context().compress,
+        help="compress the drafts' passages (default: the product's)",
+    )
+    parser.add_argument(
         "--no-fallback",
         dest="fallback",
         action="store_false",
@@ -60,7 +69,14 @@ def main() -> None:
 
     # The paper's graph has no confidence: without the fallback nothing depends on one, and its beliefs cost requests.
     paper = {} if args.fallback else {"confidence_model": "none"}
-    context = Context(store=str(store), max_rounds=args.max_rounds, fallback=args.fallback, **paper)
+    context = Context(
+        store=str(store),
+        max_rounds=args.max_rounds,
+        fallback=args.fallback,
+        n_drafts=args.drafts,
+        compress=args.compress,
+        **paper,
+    )
     run(warm_up["question"], context, "speculative")  # warm-up (not measured): loads models and embedder
     run(warm_up["question"], context, "standard")
     walls: dict[str, dict[str, list[float]]] = {"speculative": {}, "standard": {}}
@@ -75,6 +91,7 @@ def main() -> None:
 
     print(
         f"{len(questions)} {args.task} questions after 1 warm-up question (not measured), "
+        f"m={args.drafts}, compress={'on' if args.compress else 'off'}, "
         f"max_rounds={args.max_rounds}, fallback={'on' if args.fallback else 'off'}, {settings.llm_threads} threads; "
         f"speculative rounds per question {rounds}; "
         "median wall seconds per node"

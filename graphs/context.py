@@ -129,6 +129,15 @@ class Context(BaseModel):
             "answer with the largest score-weighted vote over drafts that give it, then its best-scored draft)."
         ),
     )
+    verify_agreed: bool = Field(
+        default=False,
+        description=(
+            "Without a confidence model (confidence_model 'none', the paper's graph): verify the drafts even when "
+            "every draft that answered gives the same answer. Off (the default): such a round skips the verifier, "
+            "whose scores could not change the answer, and keeps the draft with the highest ρ_draft per token; "
+            "the decision's reason says so. The default graph always verifies (its confidence reads the scores)."
+        ),
+    )
     rotate_choices: bool = Field(
         default=False,
         description=(

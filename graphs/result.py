@@ -58,7 +58,13 @@ class DraftOut(BaseModel):
     )
     answer_forced: bool = Field(False, description="Chose to abstain below the threshold and was made to answer")
     finish_reason: str
-    scores: DraftScores | None
+    draft_logprob: float | None = Field(
+        None, description="log ρ_draft: the drafter's log-probability of its draft (verified or not)"
+    )
+    scores: DraftScores | None = Field(
+        description="The verifier's scores; None for an abstention, or when the round went unverified because "
+        "every draft that answered gave the same answer (the decision's reason says so)"
+    )
     tokens: DraftTokens
 
 
@@ -146,6 +152,7 @@ def _draft_out(d: Draft) -> DraftOut:
         abstain_prob=d.abstain_prob,
         answer_forced=d.answer_forced,
         finish_reason=d.finish_reason,
+        draft_logprob=_finite(d.logprob),
         scores=scores,
         tokens=DraftTokens(
             draft=d.tokens, self_consistency=s.self_consistency_tokens if s else 0, prompt=d.prompt_tokens

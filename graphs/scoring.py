@@ -63,18 +63,38 @@ def total(draft: float, draft_tokens: int, sc: float, sc_tokens: int, sr: float,
 
 def rank(drafts: Sequence[Draft], selection: Literal["score", "vote"] = "score") -> list[int]:
     """Indices of scored drafts, best first, then the abstentions (never verified) in draft order; ties go to the
-    earlier draft (stable). Unscored answers (not verified yet) are left out.
+    earlier draft (stable). Unscored answers (not verified yet) are left out, unless no answer is scored and they
+    all agree (:func:`agreed`, verification skipped): then they come first, by ρ_draft per token.
 
     ``selection='score'`` orders by total (the paper); ``'vote'`` first by the score-weighted vote of the drafts
     sharing a (normalised) answer, Σ exp(total − best total), then by total within the answer.
     """
     scored = [i for i, d in enumerate(drafts) if d.scores is not None and d.outcome != "abstain"]
     abstained = [i for i, d in enumerate(drafts) if d.outcome == "abstain"]
+    if not scored and agreed(drafts):
+        answering = [i for i, d in enumerate(drafts) if d.outcome != "abstain"]
+        return sorted(answering, key=lambda i: -_per_token(drafts[i])) + abstained
     by_total = sorted(scored, key=lambda i: -_total(drafts[i]))
     if selection == "vote" and by_total:
         keys = [answer_key(signal(drafts[i])) for i in by_total]
         by_total = [by_total[j] for j in vote_order(keys, [_total(drafts[i]) for i in by_total])]
     return by_total + abstained
+
+
+def agreed(drafts: Sequence[Draft]) -> str | None:
+    """The answer every draft that answered gives (normalised; its letter for multiple choice) when none of them is
+    verified yet and they all agree; None otherwise (no answer, a verified one, or two answers). Such drafts need no
+    verifier to choose the answer: its scores could only choose among rationales."""
+    answering = [d for d in drafts if d.outcome != "abstain"]
+    if not answering or any(d.scores is not None for d in answering):
+        return None
+    keys = {answer_key(signal(d)) for d in answering}
+    return keys.pop() if len(keys) == 1 else None
+
+
+def _per_token(d: Draft) -> float:
+    value = d.logprob / max(d.tokens, 1)
+    return value if math.isfinite(value) else -math.inf
 
 
 def _total(d: Draft) -> float:
@@ -189,6 +209,13 @@ def decide(
     best = drafts[ranking[0]]
     if conf is None:
         where = f"round {best.round + 1}, subset {best.subset + 1}"
+        if best.scores is None:
+            answering = sum(d.outcome != "abstain" for d in drafts)
+            who = "one draft answered" if answering == 1 else f"all {answering} drafts that answered agree"
+            return "accept", (
+                f"best draft #{ranking[0]} ({where}) by ρ_draft per token; not verified: {who} ({best.answer!r}), "
+                "so the verifier's scores could not change the answer; no confidence model"
+            )
         return "accept", f"best draft #{ranking[0]} ({where}); no confidence model"
     summary = (
         f"best draft #{ranking[0]} (round {best.round + 1}, subset {best.subset + 1}, {conf.votes} of "

@@ -289,7 +289,7 @@ def _record(d: DraftOut, pool_index: dict[str, int]) -> DraftRecord:
         choice_shift=d.choice_shift,
         abstain_prob=d.abstain_prob,
         answer_forced=d.answer_forced,
-        draft=s.draft if s else None,
+        draft=s.draft if s else d.draft_logprob if d.outcome != "abstain" else None,
         draft_tokens=d.tokens.draft,
         self_consistency=s.self_consistency if s else None,
         self_consistency_tokens=d.tokens.self_consistency,

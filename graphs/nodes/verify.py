@@ -8,7 +8,7 @@ from typing import Any
 from app.llm.protocol import LanguageModel, NotSupportedError
 from graphs.backends import Backends
 from graphs.context import Context
-from graphs.scoring import combine
+from graphs.scoring import agreed, combine
 from graphs.state import Draft, State
 from graphs.verification import score_requests, self_consistency_method
 
@@ -25,11 +25,14 @@ def verify(state: State, context: Context, backends: Backends) -> dict[str, Any]
     the verifier never sees the passages, so their requests are identical; ``method['shared']`` names the subsets
     that share the result. ρ_draft stays each draft's own.
 
+    Without a confidence model, a round whose answering drafts all give the same answer is not verified
+    (:func:`skips`): the scores could only choose among rationales. ``reflect`` says so in its reason.
+
     Returns:
         ``drafts``: the scored drafts (the reducer replaces them by (round, subset)).
     """
     pending = [d for d in state.drafts if d.scores is None and d.outcome != "abstain"]
-    if not pending:
+    if not pending or skips(state, context):
         return {}
     require_scoring(backends.verifier)
     of = context.self_consistency_of
@@ -47,6 +50,12 @@ def verify(state: State, context: Context, backends: Backends) -> dict[str, Any]
         shared = {"shared": _shared_note(same)} if len(same) > 1 else {}
         scored.extend(dataclasses.replace(d, scores=combine(d, result, context, method | shared)) for d in same)
     return {"drafts": scored}
+
+
+def skips(state: State, context: Context) -> bool:
+    """Whether this round goes unverified: no confidence model reads the scores (``confidence_model`` 'none'),
+    ``verify_agreed`` is off, and every draft that answered gives the same answer (``graphs.scoring.agreed``)."""
+    return context.confidence_model == "none" and not context.verify_agreed and agreed(state.drafts) is not None
 
 
 def _shared_note(same: list[Draft]) -> str:

@@ -4,7 +4,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -93,6 +93,59 @@ def test_happy_path_five_scored_drafts_and_the_best_is_chosen() -> None:
         and nodes.count("draft") == 5
         and nodes[-3:] == ["verify", "reflect", "answer"]
     )
+
+
+@dataclasses.dataclass
+class TitleSure(FakeLLM):
+    """A drafter whose per-token log-probability falls with the length of the first title it read (so ρ_draft per
+    token ranks its drafts, and not in draft order)."""
+
+    def generate(self, prompts: Sequence[ChatPrompt], *, max_tokens: int = 256, stop: Sequence[str] = ()) -> list:
+        out = super().generate(prompts, max_tokens=max_tokens, stop=stop)
+        titles = [re.search(r'title="([^"]+)"', p.messages[-1].content) for p in prompts]
+        return [
+            dataclasses.replace(g, token_logprobs=tuple(-0.1 * len(t.group(1) if t else "x") for _ in g.token_logprobs))
+            for g, t in zip(out, titles, strict=True)
+        ]
+
+
+def agreeing_reply(prompt: ChatPrompt) -> str:
+    """Every draft answers Paris, each with its own rationale (the title of the first document it was shown)."""
+    first = re.search(r'title="([^"]+)"', prompt.messages[-1].content)
+    return f"The documents mention {first.group(1) if first else 'nothing'}.\nAnswer: Paris"
+
+
+def test_agreeing_drafts_go_unverified_without_a_confidence_model_and_the_reason_says_so() -> None:
+    backends, _, verifier = make(paris_judge)
+    backends = dataclasses.replace(backends, drafter=TitleSure(reply=agreeing_reply))
+    state = run(backends, Context(seed=3, confidence_model="none"))
+    assert len(state.drafts) == 5 and all(d.outcome == "answer" and d.scores is None for d in state.drafts)
+    assert not any(c.startswith("score") for c in verifier.calls)  # the verifier never ran
+    per_token = [d.logprob / d.tokens for d in state.drafts]
+    assert len(set(per_token)) > 1  # the choice is not a tie broken by draft order
+    assert state.chosen == per_token.index(max(per_token)) and state.answer == "Paris"
+    assert state.rationale == state.drafts[state.chosen].rationale
+    r = state.rounds[0]
+    assert r.decision == "accept" and r.ranking[0] == state.chosen
+    assert "not verified: all 5 drafts that answered agree ('Paris')" in r.reason
+    result = to_result(state, graph="speculative", seconds=0.0)
+    assert result.drafts[0].scores is None and result.drafts[0].draft_logprob == pytest.approx(state.drafts[0].logprob)
+
+
+def test_agreeing_drafts_are_verified_with_verify_agreed_or_a_confidence_model() -> None:
+    for context in (Context(seed=3, confidence_model="none", verify_agreed=True), Context(seed=3)):
+        backends, _, verifier = make(paris_judge)
+        state = run(dataclasses.replace(backends, drafter=TitleSure(reply=agreeing_reply)), context)
+        assert any(c.startswith("score") for c in verifier.calls)
+        assert all(d.scores is not None for d in state.drafts)
+        assert "not verified" not in state.rounds[0].reason
+
+
+def test_drafts_that_disagree_are_verified_without_a_confidence_model() -> None:
+    backends, _, verifier = make(paris_judge)
+    state = run(backends, Context(seed=3, confidence_model="none"))
+    assert len({d.answer for d in state.drafts}) > 1 and verifier.calls == ["score x5"]
+    assert state.answer == "Paris" and "not verified" not in state.rounds[0].reason
 
 
 def test_identical_drafts_are_verified_once_and_share_the_verifier_scores() -> None:
