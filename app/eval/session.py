@@ -183,7 +183,9 @@ def _confidence_model(
     """The model the run's context names, for the calibration section, and the system whose drafts it judges:
     ``speculative`` when it is scored as the model was fitted, else the run's re-verifying system that is (the same
     drafts). None when 'none', unreadable, no system is scored that way, or that system's ``records`` lack a
-    belief of the verifier the model reads (records made before it was recorded: their inputs would be 0)."""
+    belief of the verifier the model reads (records made before it was recorded: their inputs would be 0). A system
+    whose selected drafts went unverified (agreeing rounds of the paper's graph) is passed over: without scores
+    their inputs would read as no draft."""
     from app.eval.systems import REVERIFICATIONS, scoring_of
 
     if context.confidence_model == "none":
@@ -193,8 +195,17 @@ def _confidence_model(
     except ConfidenceModelError as exc:
         console.print(f"[yellow]warning[/]: no calibration section: {exc}")
         return None, "speculative"
+    passed_over = False
     for name in ("speculative", *(n for n in REVERIFICATIONS if n in systems)):
         if scoring_of(name, context.self_consistency_of) == model.self_consistency_of:
+            if unverified := _unverified(name, records):
+                console.print(
+                    f"[yellow]warning[/]: no calibration section from {name}: {unverified} of its selected drafts "
+                    "were not verified (their drafts agreed, and the paper's graph has no confidence to read the "
+                    "scores); a re-verifying system (rationale-conditioned) judges the same drafts verified"
+                )
+                passed_over = True
+                continue
             if lacking := _lacking_beliefs(model, name, records):
                 console.print(
                     f"[yellow]warning[/]: no calibration section: {model.name} reads the verifier's {lacking}, "
@@ -203,12 +214,26 @@ def _confidence_model(
                 )
                 return None, "speculative"
             return model, name
+    if passed_over:
+        return None, "speculative"
     console.print(
         f"[yellow]warning[/]: no calibration section: {model.name} was fitted on drafts scored with "
         f"self_consistency_of={model.self_consistency_of!r}; this run scores {context.self_consistency_of!r} and has "
         "no re-verifying system scored that way"
     )
     return None, "speculative"
+
+
+def _unverified(system: str, records: Sequence[QuestionRecord]) -> int:
+    """How many of ``system``'s selected answers have no verifier scores (an agreeing round skipped the verifier)."""
+    return sum(
+        1
+        for r in records
+        if (x := r.systems.get(system)) is not None
+        and x.chosen is not None
+        and x.drafts[x.chosen].outcome != "abstain"
+        and x.drafts[x.chosen].total is None
+    )
 
 
 def _lacking_beliefs(model: ConfidenceModel, system: str, records: Sequence[QuestionRecord]) -> str:

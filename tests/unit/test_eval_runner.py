@@ -335,3 +335,38 @@ def test_no_calibration_section_from_records_that_lack_a_belief_the_model_reads(
     assert _confidence_model(context, ["speculative"], out, [believed, abstained])[0] is not None
     reads_less = Context.model_validate({"confidence_model": p_yes_confidence(tmp_path, closed_book=True)})
     assert _confidence_model(reads_less, ["speculative"], out, [believed, older])[0] is not None
+
+
+def test_no_calibration_section_from_unverified_drafts_but_from_their_re_verification(tmp_path: Path) -> None:
+    from app.confidence.features import Belief
+    from app.confidence.model import load_model
+    from app.eval.runner import QuestionRecord
+    from app.eval.session import _confidence_model
+    from app.eval.systems import DraftRecord, SystemResult
+
+    def result(total: float | None) -> SystemResult:
+        scored = total is not None
+        draft = DraftRecord(
+            round=0, answer="Paris", rationale="r", passages=[0], parsed=True, outcome="answer", draft=-1.0,
+            draft_tokens=1, self_consistency=-1.0 if scored else None, self_consistency_tokens=1 if scored else 0,
+            self_reflection=-0.1 if scored else None, total=total, prompt_tokens=5,
+        )  # fmt: skip
+        belief = Belief(logprob=-1.0, top=False)
+        return SystemResult(answer="Paris", chosen=0, drafts=[draft], closed_book=belief, open_book=belief)
+
+    path = p_yes_confidence(tmp_path, closed_book=True, open_book=True)
+    context = Context.model_validate({"confidence_model": path})
+    out = Console(file=None, quiet=True)
+    unverified = QuestionRecord(
+        id="a", task="short_qa", question="q", gold=["Paris"], systems={"speculative": result(None)}
+    )
+    assert _confidence_model(context, ["speculative"], out, [unverified])[0] is None
+    both = QuestionRecord(
+        id="a",
+        task="short_qa",
+        question="q",
+        gold=["Paris"],
+        systems={"speculative": result(None), "rationale-conditioned": result(-2.1)},
+    )
+    systems = ["speculative", "rationale-conditioned"]
+    assert _confidence_model(context, systems, out, [both]) == (load_model(path), "rationale-conditioned")
