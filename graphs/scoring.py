@@ -71,7 +71,7 @@ def rank(drafts: Sequence[Draft], selection: Literal["score", "vote"] = "score")
     """
     scored = [i for i, d in enumerate(drafts) if d.scores is not None and d.outcome != "abstain"]
     abstained = [i for i, d in enumerate(drafts) if d.outcome == "abstain"]
-    if not scored and agreed(drafts):
+    if agreed(drafts) is not None:  # no answer is scored, and they all give one answer (verification skipped)
         answering = [i for i, d in enumerate(drafts) if d.outcome != "abstain"]
         return sorted(answering, key=lambda i: -_per_token(drafts[i])) + abstained
     by_total = sorted(scored, key=lambda i: -_total(drafts[i]))
