@@ -16,7 +16,7 @@ from app.eval.plots import write_plots
 from app.eval.report import Summary, complete, summarize, write_summary
 from app.eval.reuse import prompt_hashes, reuse
 from app.eval.runner import QuestionRecord, RunSpec, missing, open_run, ordered_systems, run_questions
-from app.eval.systems import Models
+from app.eval.systems import Models, SystemResult
 from app.llm.metered import MeteredModel
 from app.llm.protocol import ChatPrompt, Message
 from app.settings import get_settings
@@ -224,22 +224,20 @@ def _confidence_model(
     return None, "speculative"
 
 
+def _answered(system: str, records: Sequence[QuestionRecord]) -> list[SystemResult]:
+    """``system``'s results whose selected draft is an answer (not an abstention, and not no draft at all)."""
+    chosen = [x for r in records if (x := r.systems.get(system)) is not None and x.chosen is not None]
+    return [x for x in chosen if x.chosen is not None and x.drafts[x.chosen].outcome != "abstain"]
+
+
 def _unverified(system: str, records: Sequence[QuestionRecord]) -> int:
     """How many of ``system``'s selected answers have no verifier scores (an agreeing round skipped the verifier)."""
-    return sum(
-        1
-        for r in records
-        if (x := r.systems.get(system)) is not None
-        and x.chosen is not None
-        and x.drafts[x.chosen].outcome != "abstain"
-        and x.drafts[x.chosen].total is None
-    )
+    return sum(1 for x in _answered(system, records) if x.chosen is not None and x.drafts[x.chosen].total is None)
 
 
 def _lacking_beliefs(model: ConfidenceModel, system: str, records: Sequence[QuestionRecord]) -> str:
     """Which beliefs ``model`` reads that some selected answer of ``system`` was recorded without ('' if none)."""
-    chosen = [x for r in records if (x := r.systems.get(system)) is not None and x.chosen is not None]
-    answered = [x for x in chosen if x.chosen is not None and x.drafts[x.chosen].outcome != "abstain"]
+    answered = _answered(system, records)
     lacking = [
         what
         for what, reads, has in (
