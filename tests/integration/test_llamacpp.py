@@ -11,7 +11,7 @@ import pytest
 
 from app.llm.llama_engine import log_softmax_at
 from app.llm.llamacpp import LlamaCppModel
-from app.llm.protocol import ChatPrompt, ContextOverflowError, LanguageModel, Message, ScoreRequest
+from app.llm.protocol import ChatPrompt, ContextOverflowError, Generation, LanguageModel, Message, ScoreRequest
 
 N_CTX = 1024
 # llama.cpp's CPU kernels round differently for one-token and many-token batches, so a log-probability
@@ -183,17 +183,41 @@ def test_context_overflow(llm: LlamaCppModel) -> None:
         llm.score([ScoreRequest(prompt=long_prompt, continuation="x")])
 
 
+def _assert_same_or_near_tie(llm: LlamaCppModel, got: Generation, want: Generation) -> None:
+    """``got`` is ``want``, or both follow the same greedy path until a near-tie splits them.
+
+    Coalescing groups the callers' prompts into batches as they arrive, so a prompt may share its batch with
+    other prompts than in the direct call; the kernels then round differently (see TOL_MEAN) and greedy
+    decoding can take the other side of a near-tie (seen in CI: "The answer is 4." / "The answer to this
+    classic math problem is"). A caller handed another prompt's completion fails both checks: the first
+    token differs, or the chosen tokens' probabilities are far apart.
+    """
+    if got.text == want.text:
+        return
+    a = llm.tokenize(got.text, add_special=False, parse_special=False)
+    b = llm.tokenize(want.text, add_special=False, parse_special=False)
+    k = next(i for i in range(min(len(a), len(b)) + 1) if i == min(len(a), len(b)) or a[i] != b[i])
+    assert k >= 1, f"different from the first token: {got.text!r} vs {want.text!r}"
+    assert k < min(got.n_tokens, want.n_tokens), f"{got.text!r} vs {want.text!r}"
+    same_path = [abs(x - y) for x, y in zip(got.token_logprobs[:k], want.token_logprobs[:k], strict=True)]
+    assert max(same_path) < TOL_MAX, f"shared prefix scored apart: {same_path}"
+    assert abs(got.token_logprobs[k] - want.token_logprobs[k]) < TOL_MAX, (
+        f"not a near-tie at token {k}: {got.token_logprobs[k]:.3f} vs {want.token_logprobs[k]:.3f} "
+        f"({got.text!r} vs {want.text!r})"
+    )
+
+
 def test_concurrent_calls_are_coalesced(llm: LlamaCppModel) -> None:
     direct = llm.generate(PROMPTS, max_tokens=8)
     runs_before, calls_before = llm.stats.generate_runs, llm.stats.generate_calls
-    results: dict[int, str] = {}
+    results: dict[int, Generation] = {}
     errors: list[BaseException] = []
     barrier = threading.Barrier(len(PROMPTS))
 
     def worker(i: int) -> None:
         try:
             barrier.wait()
-            results[i] = llm.generate([PROMPTS[i]], max_tokens=8)[0].text
+            results[i] = llm.generate([PROMPTS[i]], max_tokens=8)[0]
         except BaseException as exc:
             errors.append(exc)
 
@@ -203,7 +227,8 @@ def test_concurrent_calls_are_coalesced(llm: LlamaCppModel) -> None:
     for t in threads:
         t.join()
     assert not errors
-    assert [results[i] for i in range(len(PROMPTS))] == [g.text for g in direct]
+    for i, want in enumerate(direct):
+        _assert_same_or_near_tie(llm, results[i], want)
     assert llm.stats.generate_calls - calls_before == len(PROMPTS)
     assert llm.stats.generate_runs - runs_before < len(PROMPTS)
 
