@@ -140,9 +140,13 @@ def open_run(out: Path, spec: RunSpec, *, restart: bool = False) -> dict[str, Qu
         before.setdefault("prompts", now["prompts"])  # runs before prompt hashes were recorded
         changed = [k for k in now if before.get(k) != now[k]]
         if changed:
+            knobs = [
+                f"{k} {before['context'][k]!r} -> {v!r}" for k, v in now["context"].items() if before["context"][k] != v
+            ]
+            parts = [f"context: {', '.join(knobs)}" if k == "context" else k for k in changed]
             raise EvalError(
-                f"{out} holds a run made with other settings ({', '.join(changed)} differ); use another --out, "
-                "or --restart to discard it"
+                f"{out} holds a run made with other settings (differ: {'; '.join(parts)}); pass the run's values to "
+                "resume it, use another --out, or --restart to discard it"
             )
     else:
         info.write_text(json.dumps(spec.fingerprint(), indent=2) + "\n", encoding="utf-8")

@@ -49,7 +49,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TraceStore
 
 def _run(store: TraceStore, question: str = "What is the capital of France?", **kw: str) -> RunTrace:
     backends, _, _ = make(paris_judge)
-    result = run(question, Context(seed=3, fallback=False), traces=store, provider=lambda ctx: backends, **kw)  # type: ignore[arg-type]
+    context = Context(n_drafts=5, seed=3, fallback=False)
+    result = run(question, context, traces=store, provider=lambda ctx: backends, **kw)  # type: ignore[arg-type]
     assert result.run_id is not None
     return store.get(result.run_id)
 

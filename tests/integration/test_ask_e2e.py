@@ -57,7 +57,16 @@ def test_ask_json_returns_five_drafts_verifies_the_answers_and_picks_the_highest
 ) -> None:
     # the paper's graph (no fallback): the highest-total draft is the answer
     done = specrag(
-        "ask", question["question"], "--store", str(hotpot_store), "--json", "--max-rounds", "1", "--no-fallback"
+        "ask",
+        question["question"],
+        "--store",
+        str(hotpot_store),
+        "--json",
+        "--max-rounds",
+        "1",
+        "--no-fallback",
+        "--drafts",
+        "5",
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
@@ -112,7 +121,7 @@ def test_ask_default_rounds_records_every_decision(hotpot_store: Path, question:
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert 1 <= len(out["rounds"]) <= 2
-    assert len(out["drafts"]) == 5 * len(out["rounds"])
+    assert len(out["drafts"]) == 3 * len(out["rounds"])  # the default m
     for r in out["rounds"][:-1]:
         assert r["decision"] == "retry" and r["rewritten_query"]
         # a retry must search differently (the verifier once echoed the question back verbatim)

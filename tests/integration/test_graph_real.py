@@ -71,7 +71,8 @@ def state(backends: StaticBackends, smol: LlamaCppModel) -> State:
     graph = speculative_rag.build(lambda ctx: backends).compile()
     final = State(
         **graph.invoke(
-            InputState(question=QUESTION), context=Context(max_rounds=1, draft_max_tokens=64, fallback=False)
+            InputState(question=QUESTION),
+            context=Context(n_drafts=5, max_rounds=1, draft_max_tokens=64, fallback=False),
         )
     )
     final.__dict__["_generate_runs"] = smol.stats.generate_runs - runs_before

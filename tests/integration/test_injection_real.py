@@ -81,7 +81,7 @@ def run(smol: LlamaCppModel, kb: tuple[LanceDBStore, MiniLMEmbedder], quarantine
     backends = StaticBackends(drafter=drafter, verifier=smol, embedder=kb[1], store=kb[0])
     graph = speculative_rag.build(lambda ctx: backends).compile()
     # top 4 of 2 clusters: every passage is in some subset (at most 4 distinct pairs, m = 5)
-    context = Context(max_rounds=1, top_n=4, draft_max_tokens=48, quarantine_instructions=quarantine)
+    context = Context(n_drafts=5, max_rounds=1, top_n=4, draft_max_tokens=48, quarantine_instructions=quarantine)
     return State(**graph.invoke(InputState(question=QUESTION), context=context)), drafter
 
 

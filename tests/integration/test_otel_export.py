@@ -54,7 +54,9 @@ def test_phoenix_receives_one_trace_with_a_span_per_node_and_the_five_drafts_sco
     settings = OtelSettings(enabled=True, protocol=protocol, endpoint=endpoint, project=project)
     store = ExportingTraceStore(SQLiteTraceStore(tmp_path / "t.sqlite"), OtlpExporter(settings))
     backends, _, _ = make(paris_judge)
-    result = run("What is the capital of France?", Context(seed=3), traces=store, provider=lambda ctx: backends)
+    result = run(
+        "What is the capital of France?", Context(n_drafts=5, seed=3), traces=store, provider=lambda ctx: backends
+    )
     assert result.run_id is not None
     trace = store.get(result.run_id)
     assert store.exporter.flush(30)

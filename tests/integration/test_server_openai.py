@@ -30,7 +30,7 @@ from tests.environment import subprocess_env
 pytestmark = pytest.mark.integration
 
 SPECRAG = [sys.executable, "-m", "app.cli"]
-CONTEXT = {"max_rounds": 1, "draft_max_tokens": 64}
+CONTEXT = {"max_rounds": 1, "n_drafts": 3, "draft_max_tokens": 64}
 
 
 def free_port() -> int:
@@ -143,7 +143,7 @@ def test_chat_threads_and_traces_over_the_openai_client(server: Server, env: dic
     )
     content = first.choices[0].message.content or ""
     meta = ext(first)
-    assert content and meta["run_id"] and meta["thread_id"] and len(meta["drafts"]) == 5
+    assert content and meta["run_id"] and meta["thread_id"] and len(meta["drafts"]) == 3
     assert meta["sources"] and "Sources: [1] " in content
     # the extension carries the reflection: the confidence (0-1) with its inputs, and the decision
     assert meta["decision"] in ("accept", "fallback") and 0.0 <= meta["confidence"]["value"] <= 1.0
@@ -161,7 +161,7 @@ def test_chat_threads_and_traces_over_the_openai_client(server: Server, env: dic
     progress = [i for i, c in enumerate(chunks) if (c.model_extra or {}).get("specrag", {}).get("event")]
     texts = [i for i, c in enumerate(chunks) if c.choices and c.choices[0].delta.content]
     assert progress and texts and max(progress) < min(texts)
-    assert chunks[-1].choices[0].finish_reason == "stop" and len(ext(chunks[-1])["drafts"]) == 5
+    assert chunks[-1].choices[0].finish_reason == "stop" and len(ext(chunks[-1])["drafts"]) == 3
 
     # a follow-up in the first thread
     follow = client.chat.completions.create(
@@ -176,7 +176,7 @@ def test_chat_threads_and_traces_over_the_openai_client(server: Server, env: dic
     trace = httpx.get(f"{server.base_url}/traces/{fmeta['run_id']}", timeout=30).json()
     nodes = [s["node"] for s in trace["steps"]]
     last = "fallback" if fmeta["decision"] == "fallback" else "answer"
-    assert nodes == ["condense", "retrieve", "partition", *["draft"] * 5, "verify", "reflect", last]
+    assert nodes == ["condense", "retrieve", "partition", *["draft"] * 3, "verify", "reflect", last]
     condense = trace["steps"][0]
     assert (
         condense["reads"]["history_turns"] == 2 and condense["writes"]["original_question"] == "And when was he born?"

@@ -267,7 +267,10 @@ def served(tmp_path: Path) -> Iterator[tuple[str, RunResult]]:
     store = SQLiteTraceStore(tmp_path / "traces.sqlite")
     backends, _, _ = make(varied_judge)
     result = run(
-        "What is the capital of France?", Context(seed=3, fallback=False), traces=store, provider=lambda ctx: backends
+        "What is the capital of France?",
+        Context(n_drafts=5, seed=3, fallback=False),
+        traces=store,
+        provider=lambda ctx: backends,
     )
     assert result.run_id is not None
     app = FastAPI()

@@ -42,7 +42,9 @@ def test_first_turn_is_the_question_as_written_without_a_model_call() -> None:
     prompts: list[ChatPrompt] = []
     backends = rewriting(make(paris_judge)[0], prompts)
     graph = speculative_rag.build(lambda ctx: backends).compile()
-    state = State(**graph.invoke(InputState(messages=[user(" What is the capital of France? ")]), context=Context()))
+    state = State(
+        **graph.invoke(InputState(messages=[user(" What is the capital of France? ")]), context=Context(n_drafts=5))
+    )
     assert state.question == state.original_question == "What is the capital of France?"
     assert prompts == []  # verifier.generate was not called (no history, max_rounds not reached)
     assert [t.node for t in state.timings][:2] == ["condense", "retrieve"]
@@ -54,7 +56,9 @@ def test_follow_up_is_rewritten_from_the_history() -> None:
     backends = rewriting(make(paris_judge)[0], prompts)
     graph = standard_rag.build(lambda ctx: backends).compile()
     history = [user("Tell me about Paris."), ChatTurn(role="assistant", content="Paris is the capital of France.")]
-    state = State(**graph.invoke(InputState(messages=[*history, user("and which river?")]), context=Context()))
+    state = State(
+        **graph.invoke(InputState(messages=[*history, user("and which river?")]), context=Context(n_drafts=5))
+    )
     assert state.original_question == "and which river?"
     assert state.question == REWRITE
     rendered = prompts[0].messages[-1].content
@@ -70,10 +74,14 @@ def test_thread_history_comes_from_the_checkpointer_and_per_run_state_is_reset()
     config: RunnableConfig = {"configurable": {"thread_id": "t1"}}
     first = State(
         **graph.invoke(
-            InputState(messages=[user("What is the capital of France?")]), config, context=Context(max_rounds=1)
+            InputState(messages=[user("What is the capital of France?")]),
+            config,
+            context=Context(n_drafts=5, max_rounds=1),
         )
     )
-    second = State(**graph.invoke(InputState(messages=[user("and its river?")]), config, context=Context(max_rounds=1)))
+    second = State(
+        **graph.invoke(InputState(messages=[user("and its river?")]), config, context=Context(n_drafts=5, max_rounds=1))
+    )
     assert [m.role for m in second.messages] == ["user", "assistant", "user", "assistant"]
     assert second.messages[1].content == first.answer
     assert second.question == REWRITE and second.original_question == "and its river?"
@@ -92,7 +100,7 @@ def test_the_trace_shows_the_original_and_the_rewritten_question(tmp_path: Path)
     trace = run_traced(
         graph,
         "and which river?",
-        Context(max_rounds=1),
+        Context(n_drafts=5, max_rounds=1),
         traces=SQLiteTraceStore(tmp_path / "t.sqlite"),
         input=InputState(messages=turns),
     )
@@ -109,7 +117,7 @@ def test_the_trace_shows_the_original_and_the_rewritten_question(tmp_path: Path)
 def test_a_plain_question_skips_condense() -> None:
     backends = make(paris_judge)[0]
     graph = speculative_rag.build(lambda ctx: backends).compile()
-    state = State(**graph.invoke(InputState(question="What is the capital of France?"), context=Context()))
+    state = State(**graph.invoke(InputState(question="What is the capital of France?"), context=Context(n_drafts=5)))
     assert "condense" not in [t.node for t in state.timings] and state.messages == []
 
 
@@ -155,7 +163,7 @@ def test_json_turns_from_the_langgraph_api_or_studio_are_accepted() -> None:
         {"role": "user", "content": "and which river?"},
     ]
     json_input: Any = {"messages": turns}
-    state = State(**graph.invoke(json_input, context=Context(max_rounds=1)))
+    state = State(**graph.invoke(json_input, context=Context(n_drafts=5, max_rounds=1)))
     assert state.original_question == "and which river?" and state.question == REWRITE
     assert "User: Tell me about Paris.\nAssistant: A city." in prompts[0].messages[-1].content
     with pytest.raises(ValueError, match="not a chat turn"):
@@ -174,8 +182,12 @@ def test_a_second_question_on_a_thread_does_not_inherit_the_first_runs_drafts() 
     backends, _, _ = make(paris_judge)
     graph = speculative_rag.build(lambda ctx: backends).compile(checkpointer=InMemorySaver())
     config: RunnableConfig = {"configurable": {"thread_id": "t1"}}
-    first = State(**graph.invoke(InputState(question="What is the capital of France?"), config, context=Context()))
-    second = State(**graph.invoke(InputState(question="Which river flows through Paris?"), config, context=Context()))
+    first = State(
+        **graph.invoke(InputState(question="What is the capital of France?"), config, context=Context(n_drafts=5))
+    )
+    second = State(
+        **graph.invoke(InputState(question="Which river flows through Paris?"), config, context=Context(n_drafts=5))
+    )
     assert len(first.drafts) == 5 and len(second.drafts) == 5
     assert len(second.rounds) == 1 and second.rounds[0].query == "Which river flows through Paris?"
     assert second.chosen is not None and second.answer == second.drafts[second.chosen].answer

@@ -198,7 +198,7 @@ def test_other_settings_in_the_same_out_dir_are_refused(dataset: Path, tmp_path:
     other = EvalOptions(
         dataset=dataset, systems=["standard"], out=out, context=Context(top_n=3), progress=False, limit=1
     )
-    with pytest.raises(EvalError, match="context differ"):
+    with pytest.raises(EvalError, match=r"\(differ: context: top_n 4 -> 3, max_rounds 1 -> 2\)"):
         evaluate(other, Console(quiet=True), _models())
     restarted = evaluate(dataclasses.replace(other, restart=True), Console(quiet=True), _models())
     assert restarted is not None and restarted.questions == 1

@@ -65,7 +65,7 @@ def paris_judge(continuation: str) -> tuple[float, float]:
 
 def test_happy_path_five_scored_drafts_and_the_best_is_chosen() -> None:
     backends, _, verifier = make(paris_judge)
-    state = run(backends, Context(seed=3))
+    state = run(backends, Context(n_drafts=5, seed=3))
     assert len(state.drafts) == 5
     assert all(d.scores is not None for d in state.drafts)
     totals = [d.scores.total for d in state.drafts if d.scores]
@@ -118,7 +118,7 @@ def agreeing_reply(prompt: ChatPrompt) -> str:
 def test_agreeing_drafts_go_unverified_without_a_confidence_model_and_the_reason_says_so() -> None:
     backends, _, verifier = make(paris_judge)
     backends = dataclasses.replace(backends, drafter=TitleSure(reply=agreeing_reply))
-    state = run(backends, Context(seed=3, confidence_model="none"))
+    state = run(backends, Context(n_drafts=5, seed=3, confidence_model="none"))
     assert len(state.drafts) == 5 and all(d.outcome == "answer" and d.scores is None for d in state.drafts)
     assert not any(c.startswith("score") for c in verifier.calls)  # the verifier never ran
     per_token = [d.logprob / d.tokens for d in state.drafts]
@@ -133,7 +133,10 @@ def test_agreeing_drafts_go_unverified_without_a_confidence_model_and_the_reason
 
 
 def test_agreeing_drafts_are_verified_with_verify_agreed_or_a_confidence_model() -> None:
-    for context in (Context(seed=3, confidence_model="none", verify_agreed=True), Context(seed=3)):
+    for context in (
+        Context(n_drafts=5, seed=3, confidence_model="none", verify_agreed=True),
+        Context(n_drafts=5, seed=3),
+    ):
         backends, _, verifier = make(paris_judge)
         state = run(dataclasses.replace(backends, drafter=TitleSure(reply=agreeing_reply)), context)
         assert any(c.startswith("score") for c in verifier.calls)
@@ -143,7 +146,7 @@ def test_agreeing_drafts_are_verified_with_verify_agreed_or_a_confidence_model()
 
 def test_drafts_that_disagree_are_verified_without_a_confidence_model() -> None:
     backends, _, verifier = make(paris_judge)
-    state = run(backends, Context(seed=3, confidence_model="none"))
+    state = run(backends, Context(n_drafts=5, seed=3, confidence_model="none"))
     assert len({d.answer for d in state.drafts}) > 1 and verifier.calls == ["score x5"]
     assert state.answer == "Paris" and "not verified" not in state.rounds[0].reason
 
@@ -151,7 +154,7 @@ def test_drafts_that_disagree_are_verified_without_a_confidence_model() -> None:
 def test_identical_drafts_are_verified_once_and_share_the_verifier_scores() -> None:
     backends, _, verifier = make(paris_judge)
     same = FakeLLM(reply=lambda p: "The documents mention Paris.\nAnswer: Paris")
-    state = run(dataclasses.replace(backends, drafter=same), Context(seed=3))
+    state = run(dataclasses.replace(backends, drafter=same), Context(n_drafts=5, seed=3))
     assert len(state.drafts) == 5 and verifier.calls == ["score x1"]  # one request for five identical drafts
     scores = [d.scores for d in state.drafts]
     assert all(s is not None for s in scores)
@@ -171,7 +174,9 @@ def test_the_trace_says_identical_drafts_shared_one_verifier_request(tmp_path: P
     backends, _, _ = make(paris_judge)
     same = dataclasses.replace(backends, drafter=FakeLLM(reply=lambda p: "The documents mention Paris.\nAnswer: Paris"))
     traces = SQLiteTraceStore(tmp_path / "traces.sqlite")
-    result = ask_run("What is the capital of France?", Context(seed=3), traces=traces, provider=lambda c: same)
+    result = ask_run(
+        "What is the capital of France?", Context(n_drafts=5, seed=3), traces=traces, provider=lambda c: same
+    )
     assert result.run_id is not None
     console = Console(record=True, width=200)
     render_trace(traces.get(result.run_id), console)
@@ -179,26 +184,26 @@ def test_the_trace_says_identical_drafts_shared_one_verifier_request(tmp_path: P
 
 
 def test_random_partition_drafts_from_random_subsets_without_clusters() -> None:
-    state = run(make(paris_judge)[0], Context(seed=3, partition="random"))
+    state = run(make(paris_judge)[0], Context(n_drafts=5, seed=3, partition="random"))
     r = state.rounds[0]
     assert set(r.clusters) == {0}  # no clustering
     assert len(r.subsets) == 5 and len({tuple(s) for s in r.subsets}) == 5
     assert all(len(s) == 2 and set(s) <= set(r.passage_ids) for s in r.subsets)
     assert len(state.drafts) == 5 and state.chosen is not None
-    clustered = run(make(paris_judge)[0], Context(seed=3)).rounds[0]
+    clustered = run(make(paris_judge)[0], Context(n_drafts=5, seed=3)).rounds[0]
     assert clustered.passage_ids == r.passage_ids and clustered.subsets != r.subsets
 
 
 def test_same_seed_same_subsets_and_drafts() -> None:
-    a = run(make(paris_judge)[0], Context(seed=11))
-    b = run(make(paris_judge)[0], Context(seed=11))
+    a = run(make(paris_judge)[0], Context(n_drafts=5, seed=11))
+    b = run(make(paris_judge)[0], Context(n_drafts=5, seed=11))
     assert a.rounds[0].subsets == b.rounds[0].subsets
     assert [d.answer for d in a.drafts] == [d.answer for d in b.drafts]
 
 
 def test_low_support_retries_with_rewritten_query_and_new_passages_only() -> None:
     backends, store, _ = make(lambda c: (-2.0, 0.5), rewrite="Paris France capital")
-    state = run(backends, Context(max_rounds=2, top_n=5, retry_on="low_confidence", fallback=False))
+    state = run(backends, Context(n_drafts=5, max_rounds=2, top_n=5, retry_on="low_confidence", fallback=False))
     assert [r.decision for r in state.rounds] == ["retry", "accept"]
     assert state.rounds[0].rewritten_query == "Paris France capital"
     assert state.rounds[1].query == "Paris France capital"
@@ -213,7 +218,7 @@ def test_low_support_retries_with_rewritten_query_and_new_passages_only() -> Non
 
 def test_max_rounds_one_never_retries() -> None:
     backends, _, _ = make(lambda c: (-2.0, 0.1))
-    state = run(backends, Context(max_rounds=1, retry_on="low_confidence"))
+    state = run(backends, Context(n_drafts=5, max_rounds=1, retry_on="low_confidence"))
     assert [r.decision for r in state.rounds] == ["fallback"]
 
 
@@ -229,7 +234,7 @@ def test_empty_store_gives_up_without_drafting() -> None:
     store = FakeStore(emb, [])
     llm = FakeLLM(reply=lambda p: "q2")
     backends = StaticBackends(drafter=llm, verifier=llm, embedder=emb, store=store)
-    state = run(backends, Context(max_rounds=2))
+    state = run(backends, Context(n_drafts=5, max_rounds=2))
     assert [r.decision for r in state.rounds] == ["retry", "give_up"]
     assert state.chosen is None and state.drafts == [] and state.answer == ""
 
@@ -256,7 +261,7 @@ def test_standard_rag_reads_all_passages_in_one_call() -> None:
 
 
 def test_trace_says_how_each_score_was_obtained() -> None:
-    state = run(make(paris_judge)[0], Context(seed=3))
+    state = run(make(paris_judge)[0], Context(n_drafts=5, seed=3))
     scores = state.drafts[0].scores
     assert scores is not None
     assert set(scores.method) == {"draft", "self_consistency", "self_reflection"}
@@ -273,7 +278,7 @@ def test_answer_given_rationale_scores_each_answer_after_its_rationale() -> None
         seen.append(text)
         return (-0.5, 0.9) if text.endswith("\nAnswer: Paris") else (-4.0, 0.9)
 
-    context = Context(seed=3, self_consistency_of="answer_given_rationale", confidence_model="none")
+    context = Context(n_drafts=5, seed=3, self_consistency_of="answer_given_rationale", confidence_model="none")
     state = run(make(judge)[0], context)
     scored = [d for d in state.drafts if d.scores is not None]
     assert sorted(seen) == sorted(f"Rationale: {d.rationale}\nAnswer: {d.answer}" for d in scored)
@@ -291,9 +296,9 @@ def test_a_confidence_model_fitted_on_the_other_scoring_is_refused() -> None:
     from app.confidence.model import BUNDLED_PAPER_SCORING, ConfidenceModelError
 
     with pytest.raises(ConfidenceModelError, match="fitted on drafts scored with"):
-        run(make(paris_judge)[0], Context(seed=3, self_consistency_of="answer_and_rationale"))
+        run(make(paris_judge)[0], Context(n_drafts=5, seed=3, self_consistency_of="answer_and_rationale"))
     with pytest.raises(ConfidenceModelError, match="fitted on drafts scored with"):
-        run(make(paris_judge)[0], Context(seed=3, confidence_model=str(BUNDLED_PAPER_SCORING)))
+        run(make(paris_judge)[0], Context(n_drafts=5, seed=3, confidence_model=str(BUNDLED_PAPER_SCORING)))
 
 
 def test_verifier_without_teacher_forcing_is_refused_never_substituted() -> None:
@@ -309,14 +314,14 @@ def test_verifier_without_teacher_forcing_is_refused_never_substituted() -> None
         drafter=backends.drafter, verifier=ollama_like, embedder=backends.embedder, store=backends.store
     )
     with pytest.raises(NotSupportedError, match="SPECRAG_VERIFIER__PROVIDER=llamacpp or openai"):
-        run(backends, Context(seed=3))
+        run(backends, Context(n_drafts=5, seed=3))
     assert not any(c.startswith("score") for c in ollama_like.calls)
 
 
 def test_a_rewrite_that_repeats_the_query_does_not_start_a_new_round() -> None:
     question = "What is the capital of France?"
     backends, store, _ = make(lambda c: (-2.0, 0.5), rewrite=question)
-    state = run(backends, Context(max_rounds=3, retry_on="low_confidence"), question=question)
+    state = run(backends, Context(n_drafts=5, max_rounds=3, retry_on="low_confidence"), question=question)
     assert [r.decision for r in state.rounds] == ["fallback"]  # fallback off: "accept"
     assert "repeats the previous one" in state.rounds[0].reason
     assert len(store.searches) == 1
@@ -422,7 +427,7 @@ def test_nothing_retrieved_gives_up(tmp_path: Path) -> None:
     emb = FakeEmbedder()
     llm = FakeLLM(reply=lambda p: "q2")
     backends = StaticBackends(drafter=llm, verifier=llm, embedder=emb, store=FakeStore(emb, []))
-    state = run(backends, Context(max_rounds=1, confidence_model=p_yes_confidence(tmp_path)))
+    state = run(backends, Context(n_drafts=5, max_rounds=1, confidence_model=p_yes_confidence(tmp_path)))
     assert [r.decision for r in state.rounds] == ["give_up"] and state.decision == "give_up"
     assert state.confidence is not None and state.confidence.value == 0.0 and state.answer == ""
 

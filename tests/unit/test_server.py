@@ -95,7 +95,7 @@ def test_completion_with_the_openai_client(client: TestClient, setup: Setup) -> 
     ext: dict[str, Any] = completion.model_extra["specrag"]  # type: ignore[index]
     assert content.startswith(ext["answer"]) and "\n\nSources: [1] " in content
     assert completion.choices[0].finish_reason == "stop" and completion.model == "speculative-rag"
-    assert len(ext["drafts"]) == 5 and all(len(d["passage_ids"]) == 2 for d in ext["drafts"])
+    assert len(ext["drafts"]) == 3 and all(len(d["passage_ids"]) == 2 for d in ext["drafts"])
     assert [s["title"] for s in ext["sources"]] == [
         s.split("] ", 1)[1] for s in content.split("Sources: ")[1].split("; ")
     ]
@@ -130,7 +130,7 @@ def test_stream_sends_progress_before_content_then_the_extension_and_done(client
     assert progress and all(chunks.index(p) < first_content for p in progress)
     assert all(p["choices"][0]["delta"] == {} and p["choices"][0]["finish_reason"] is None for p in progress)
     starts = [p["specrag"]["node"] for p in progress if p["specrag"]["event"] == "node_start"]
-    assert starts[:3] == ["condense", "retrieve", "partition"] and starts.count("draft") == 5
+    assert starts[:3] == ["condense", "retrieve", "partition"] and starts.count("draft") == 3
     assert starts[-3:] == ["verify", "reflect", "answer"]
     assert all(isinstance(p["specrag"]["round"], int) for p in progress)
     content = [c["choices"][0]["delta"]["content"] for c in chunks[first_content:-1]]
@@ -139,7 +139,7 @@ def test_stream_sends_progress_before_content_then_the_extension_and_done(client
     assert final["choices"][0]["finish_reason"] == "stop" and final["choices"][0]["delta"] == {}
     ext = final["specrag"]
     assert "".join(content).startswith(ext["answer"]) and "Sources:" in "".join(content)
-    assert len(ext["drafts"]) == 5 and ext["run_id"] and ext["sources"]
+    assert len(ext["drafts"]) == 3 and ext["run_id"] and ext["sources"]
 
 
 def test_stream_with_the_openai_client(client: TestClient) -> None:
@@ -178,7 +178,7 @@ def test_follow_up_in_the_same_thread_sees_the_history(client: TestClient, setup
         "rewritten": True,
     }
     nodes = [s["node"] for s in trace["steps"]]
-    assert nodes == ["condense", "retrieve", "partition", *["draft"] * 5, "verify", "reflect", "answer"]
+    assert nodes == ["condense", "retrieve", "partition", *["draft"] * 3, "verify", "reflect", "answer"]
     listed = client.get(f"/v1/threads/{thread}/traces").json()
     assert [t["run_id"] for t in listed["data"]] == [ext["run_id"], first.model_extra["specrag"]["run_id"]]  # type: ignore[index]
     # a client that resends the whole conversation (with the sources line) adds only its new user turn

@@ -38,7 +38,7 @@ def traced(
 
 def test_trace_has_every_step_in_order_with_reads_and_writes(traces: SQLiteTraceStore) -> None:
     backends, _, _ = make(paris_judge)
-    result, trace = traced(backends, traces, Context(seed=3))
+    result, trace = traced(backends, traces, Context(n_drafts=5, seed=3))
     assert trace.status == "ok" and trace.error is None and trace.graph == "speculative_rag"
     assert trace.question == QUESTION and trace.context["seed"] == 3
     assert [s.node for s in trace.steps] == ["retrieve", "partition", *["draft"] * 5, "verify", "reflect", "answer"]
@@ -81,7 +81,7 @@ def test_trace_has_every_step_in_order_with_reads_and_writes(traces: SQLiteTrace
 
 def test_trace_holds_no_embeddings(traces: SQLiteTraceStore) -> None:
     backends, _, _ = make(paris_judge)
-    result, _ = traced(backends, traces, Context(seed=3))
+    result, _ = traced(backends, traces, Context(n_drafts=5, seed=3))
     with sqlite3.connect(traces.path) as conn:
         (doc,) = conn.execute("SELECT doc FROM traces WHERE run_id = ?", (result.run_id,)).fetchone()
     assert '"vector"' not in doc
@@ -90,7 +90,9 @@ def test_trace_holds_no_embeddings(traces: SQLiteTraceStore) -> None:
 
 def test_retry_records_two_rounds_and_the_rewritten_query(traces: SQLiteTraceStore) -> None:
     backends, _, _ = make(lambda c: (-2.0, 0.5), rewrite="Paris France capital")
-    _, trace = traced(backends, traces, Context(max_rounds=2, top_n=5, retry_on="low_confidence", fallback=False))
+    _, trace = traced(
+        backends, traces, Context(n_drafts=5, max_rounds=2, top_n=5, retry_on="low_confidence", fallback=False)
+    )
     nodes = [(s.node, s.round) for s in trace.steps]
     m = [len(s.writes["subsets"]) for s in trace.steps if s.node == "partition"]
     assert m[0] == 5 and m[1] >= 1
@@ -134,7 +136,7 @@ def test_a_run_that_fails_in_verify_saves_its_partial_trace(traces: SQLiteTraceS
     broken = failing_verifier_backends()
     run_id = new_run_id()
     with pytest.raises(RuntimeError, match="verifier backend down") as info:
-        run(QUESTION, Context(seed=3), traces=traces, run_id=run_id, provider=lambda ctx: broken)
+        run(QUESTION, Context(n_drafts=5, seed=3), traces=traces, run_id=run_id, provider=lambda ctx: broken)
     assert f"run id: {run_id} (specrag trace {run_id})" in info.value.__notes__
     trace = traces.get(run_id)
     assert trace.status == "error" and trace.result is None
@@ -160,9 +162,9 @@ def test_traces_survive_reopening_and_list_by_thread(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "traces.sqlite"
     backends, _, _ = make(paris_judge)
     first = SQLiteTraceStore(path)
-    a, _ = traced(backends, first, Context(seed=3), thread_id="t-1")
-    b, _ = traced(backends, first, Context(seed=4), thread_id="t-2")
-    c, _ = traced(backends, first, Context(seed=5))
+    a, _ = traced(backends, first, Context(n_drafts=5, seed=3), thread_id="t-1")
+    b, _ = traced(backends, first, Context(n_drafts=5, seed=4), thread_id="t-2")
+    c, _ = traced(backends, first, Context(n_drafts=5, seed=5))
     reopened = SQLiteTraceStore(path)
     assert reopened.get(a.run_id or "").result == a
     assert [t.run_id for t in reopened.list()] == [c.run_id, b.run_id, a.run_id]
@@ -217,6 +219,6 @@ def test_async_driver_records_the_same_steps(traces: SQLiteTraceStore) -> None:
 
     backends, _, _ = make(paris_judge)
     compiled = speculative_rag.build(lambda ctx: backends).compile(name="speculative_rag")
-    trace = asyncio.run(arun_traced(compiled, QUESTION, Context(seed=3), traces=traces, thread_id="t"))
+    trace = asyncio.run(arun_traced(compiled, QUESTION, Context(n_drafts=5, seed=3), traces=traces, thread_id="t"))
     assert [s.node for s in trace.steps] == ["retrieve", "partition", *["draft"] * 5, "verify", "reflect", "answer"]
     assert traces.get(trace.run_id).result == trace.result and trace.thread_id == "t"

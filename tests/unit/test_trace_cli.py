@@ -31,7 +31,7 @@ def ok_run(db: Path) -> str:
     backends, _, _ = make(lambda c: (-2.0, 0.5), rewrite="Paris France capital")
     result = run(
         QUESTION,
-        Context(max_rounds=2, seed=3, top_n=5, retry_on="low_confidence", fallback=False),
+        Context(n_drafts=5, max_rounds=2, seed=3, top_n=5, retry_on="low_confidence", fallback=False),
         traces=SQLiteTraceStore(db),
         provider=lambda ctx: backends,
     )
@@ -44,7 +44,7 @@ def failed_run(db: Path) -> str:
     broken = failing_verifier_backends()
     run_id = new_run_id()
     with pytest.raises(RuntimeError):
-        run(QUESTION, Context(), traces=SQLiteTraceStore(db), run_id=run_id, provider=lambda ctx: broken)
+        run(QUESTION, Context(n_drafts=5), traces=SQLiteTraceStore(db), run_id=run_id, provider=lambda ctx: broken)
     return run_id
 
 
@@ -153,7 +153,9 @@ def test_error_line_carries_the_run_id_note() -> None:
 
 def test_trace_shows_the_confidence_and_the_fallback(db: Path) -> None:
     backends, _, _ = make(lambda c: (-2.0, 0.5))
-    result = run(QUESTION, Context(max_rounds=1, top_n=5), traces=SQLiteTraceStore(db), provider=lambda c: backends)
+    result = run(
+        QUESTION, Context(n_drafts=5, max_rounds=1, top_n=5), traces=SQLiteTraceStore(db), provider=lambda c: backends
+    )
     assert result.run_id and result.decision == "fallback"
     done = runner.invoke(app, ["trace", result.run_id, "--traces", str(db)])
     assert done.exit_code == 0, done.output

@@ -41,9 +41,9 @@ def test_a_studio_run_interrupted_and_resumed_leaves_one_complete_trace(tmp_path
         checkpointer=InMemorySaver(), interrupt_before=["verify"]
     )
     config: RunnableConfig = {"configurable": {"thread_id": "studio-thread"}}
-    graph.invoke(InputState(question=QUESTION), config, context=Context())
+    graph.invoke(InputState(question=QUESTION), config, context=Context(n_drafts=5))
     assert store.list() == []  # interrupted before verify: not finished yet
-    graph.invoke(None, config, context=Context())  # resume, as Studio's "continue"
+    graph.invoke(None, config, context=Context(n_drafts=5))  # resume, as Studio's "continue"
     (summary,) = store.list()
     trace = store.get(summary.run_id)
     assert trace.status == "ok" and trace.thread_id == "studio-thread" and trace.question == QUESTION
@@ -62,7 +62,7 @@ def test_a_failing_studio_run_saves_its_partial_trace(tmp_path: Path) -> None:
     graph = speculative_rag.build(lambda ctx: backends).compile(checkpointer=InMemorySaver())
     config: RunnableConfig = {"configurable": {"thread_id": "t-fail"}}
     with pytest.raises(RuntimeError):
-        graph.invoke(InputState(question=QUESTION), config, context=Context())
+        graph.invoke(InputState(question=QUESTION), config, context=Context(n_drafts=5))
     (summary,) = store.list()
     trace = store.get(summary.run_id)
     assert trace.status == "error" and trace.failed_node == "verify"
@@ -72,7 +72,7 @@ def test_runs_traced_by_their_driver_are_not_recorded_twice(tmp_path: Path) -> N
     live = SQLiteTraceStore(tmp_path / "live.sqlite")
     captured = SQLiteTraceStore(tmp_path / "captured.sqlite")
     backends = observed(live)
-    result = run(QUESTION, Context(), traces=captured, provider=lambda ctx: backends)
+    result = run(QUESTION, Context(n_drafts=5), traces=captured, provider=lambda ctx: backends)
     assert [s.run_id for s in captured.list()] == [result.run_id]
     assert live.list() == []
 
@@ -84,8 +84,8 @@ def test_an_abandoned_interrupted_run_is_saved_apart_from_the_next_question(tmp_
         checkpointer=InMemorySaver(), interrupt_before=["verify"]
     )
     config: RunnableConfig = {"configurable": {"thread_id": "t2"}}
-    graph.invoke(InputState(question=QUESTION), config, context=Context())  # interrupted, never resumed
-    graph.invoke(InputState(question="Which river flows through Paris?"), config, context=Context())
+    graph.invoke(InputState(question=QUESTION), config, context=Context(n_drafts=5))  # interrupted, never resumed
+    graph.invoke(InputState(question="Which river flows through Paris?"), config, context=Context(n_drafts=5))
     traces = [store.get(s.run_id) for s in store.list()]
     assert [t.status for t in traces] == ["error"]
     assert traces[0].question == QUESTION and traces[0].error and "not resumed" in traces[0].error

@@ -27,7 +27,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 def _traced(store: ExportingTraceStore) -> RunTrace:
     backends, _, _ = make(paris_judge)
-    result = run("What is the capital of France?", Context(seed=3), traces=store, provider=lambda ctx: backends)
+    result = run(
+        "What is the capital of France?", Context(n_drafts=5, seed=3), traces=store, provider=lambda ctx: backends
+    )
     assert result.run_id is not None
     return store.get(result.run_id)
 
