@@ -1,6 +1,7 @@
 """Per-run configuration: every knob of the method, with a description (LangGraph Studio renders a form).
 
-Defaults follow the paper's setting where it has one (m = 5 drafts of k = 2 passages each from the top-10).
+Defaults follow the paper's setting where it has one (k = 2 passages per draft from the top-10), except the number
+of drafts: the paper drafts m = 5; here m = 3 answered as well at about half the time (``n_drafts``).
 Context values are never read from the environment: per-run overrides come from the caller (CLI options,
 Studio's form, the API's ``context``).
 """
@@ -37,8 +38,8 @@ class Context(BaseModel):
         ge=1,
         le=32,
         description=(
-            "m: number of drafts (unique passage subsets) per round. 3 answers as well as 5 on the dev and "
-            "held-out sets at about half the time (docs/benchmarks.md); 2 loses accuracy."
+            "m: number of drafts (unique passage subsets) per round. 3 answered as well as the paper's 5 on the "
+            "dev and held-out sets at about half the time (docs/benchmarks.md); 2 loses accuracy."
         ),
     )
     per_draft: int = Field(
