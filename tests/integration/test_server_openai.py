@@ -183,7 +183,7 @@ def test_chat_threads_and_traces_over_the_openai_client(server: Server, env: dic
     )
     assert condense["writes"]["question"].strip()
     drafts = trace["result"]["drafts"]
-    assert len(drafts) == 5
+    assert len(drafts) == 3
     for d in drafts:
         scores = [d["scores"][k] for k in ("draft", "self_consistency", "self_reflection")]
         assert all(s is not None and math.isfinite(s) for s in scores), d["scores"]
