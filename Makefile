@@ -69,6 +69,7 @@ reliability: install ## Faults, kill -9 and a 3-minute load test of `specrag ser
 
 bench: install ## Benchmarks (ratios measured in one run)
 	$(PY) bench/bench_llm.py
+	$(PY) bench/bench_overlap.py
 	$(PY) bench/bench_question.py
 	$(PY) bench/bench_store.py
 	$(PY) bench/bench_embed.py
