@@ -251,13 +251,19 @@ def bench_verifier(
     return rows, ratios
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run both benchmarks and print a table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_case_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the dev question and its drafts (``draft_case``): --task, --question, --drafts,
+    --max-tokens (this script's and ``bench_overlap.py``'s)."""
     parser.add_argument("--task", choices=("multihop_qa", "short_qa", "mcq"), default="multihop_qa")
     parser.add_argument("--question", type=int, default=0, help="Which dev question of --task (file order).")
     parser.add_argument("--drafts", type=int, default=Context().n_drafts, help="m: subsets, hence drafts.")
     parser.add_argument("--max-tokens", type=int, default=Context().draft_max_tokens, help="Per draft.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run both benchmarks and print a table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_case_arguments(parser)
     parser.add_argument("--threads", type=int, default=get_settings().llm_threads)
     parser.add_argument("--repeat", type=int, default=REPEAT, help="Runs per measurement (fastest kept).")
     args = parser.parse_args(argv)

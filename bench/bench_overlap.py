@@ -32,12 +32,11 @@ from app.llm.factory import clear_llm_cache, get_llm
 from app.llm.llamacpp import LlamaCppModel
 from app.llm.protocol import ScoreRequest
 from app.settings import get_settings
-from graphs.context import Context
 
 if __package__ in (None, ""):  # run as a script (make bench): its sibling is importable from its directory
-    from bench_llm import DraftCase, _score_requests, draft_case
+    from bench_llm import DraftCase, _score_requests, add_case_arguments, draft_case
 else:
-    from bench.bench_llm import DraftCase, _score_requests, draft_case
+    from bench.bench_llm import DraftCase, _score_requests, add_case_arguments, draft_case
 
 
 @dataclass(frozen=True)
@@ -132,10 +131,7 @@ def render(outcomes: Sequence[Outcome]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Load both models once, measure the three ways, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=("multihop_qa", "short_qa", "mcq"), default="multihop_qa")
-    parser.add_argument("--question", type=int, default=0, help="Which dev question of --task (file order).")
-    parser.add_argument("--drafts", type=int, default=Context().n_drafts, help="m: subsets, hence drafts.")
-    parser.add_argument("--max-tokens", type=int, default=Context().draft_max_tokens, help="Per draft.")
+    add_case_arguments(parser)
     parser.add_argument("--repeat", type=int, default=2, help="Runs of each way; the fastest counts.")
     args = parser.parse_args(argv)
     if args.drafts < 1 or args.repeat < 1:
