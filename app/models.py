@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.resources import data_dir
+
 if TYPE_CHECKING:
     from app.settings import LLMSettings
 
@@ -104,8 +106,9 @@ REGISTRY: dict[str, PackagedModel] = {
 }
 
 
-ADAPTERS_DIR = Path(__file__).resolve().parent.parent / "adapters"
-"""Committed LoRA adapters (``adapters/<name>/adapter.gguf``, each with a model card)."""
+ADAPTERS_DIR = data_dir("adapters")
+"""Committed LoRA adapters (``adapters/<name>/adapter.gguf``, each with a model card; in a wheel install
+``<prefix>/share/specrag/adapters``)."""
 
 
 class AdapterError(ValueError):

@@ -12,11 +12,11 @@ import re
 import string
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 from app.llm.protocol import ChatPrompt, Message
+from app.resources import data_dir
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = data_dir("prompts")
 _SECTION = re.compile(r"^<!--\s*([a-z_]+)\s*-->\s*$")
 _COMMENT = re.compile(r"<!--.*?-->\s*", re.DOTALL)
 
