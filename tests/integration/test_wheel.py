@@ -1,13 +1,16 @@
 """A wheel install (not editable) finds its prompts, adapters and confidence model.
 
 The wheel is built from this checkout without build isolation (offline), installed without its dependencies into
-a fresh virtual environment (``pip install --prefix``, as pip lays out a venv install), and that environment
-borrows the test environment's dependencies through a ``.pth`` line. Python then runs from a folder outside the
-checkout, so ``app`` and ``graphs`` can only come from the wheel.
+a fresh virtual environment by that environment's own pip (bundled, offline: the test environment's pip would
+uninstall the editable specrag it runs from), and that environment borrows the test environment's dependencies
+through a ``.pth`` line. Python then runs from a folder outside the checkout, so ``app`` and ``graphs`` can only
+come from the wheel.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import subprocess
 import sys
@@ -69,16 +72,15 @@ def test_wheel_carries_the_data_folders(wheel: Path) -> None:
 
 def test_installed_wheel_runs_from_its_own_files(wheel: Path, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=False)
-    pip_install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile"]
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
     install = subprocess.run(
-        [*pip_install, "--prefix", str(env_dir), str(wheel)],
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--no-index", str(wheel)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert install.returncode == 0, install.stderr[-3000:]
-    python = env_dir / "bin" / "python"
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True,
@@ -101,3 +103,6 @@ def test_installed_wheel_runs_from_its_own_files(wheel: Path, tmp_path: Path) ->
     assert Path(seen["adapters"]) == share / "adapters"
     assert seen["resolved"] == [str(share / "adapters" / name / "adapter.gguf") for name in sorted(ADAPTER_REGISTRY)]
     assert seen["confidence"] == "specrag-confidence-v5"
+    # The test environment's own install (editable, this checkout) is untouched.
+    assert Path(str(importlib.metadata.distribution("specrag").locate_file(""))) != Path(purelib)
+    assert importlib.util.find_spec("app") is not None
