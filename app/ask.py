@@ -156,7 +156,8 @@ def _confidence_line(c: ConfidenceOut) -> Text:
     moved = sorted(task_terms(c.contributions, mcq=mcq).items(), key=lambda kv: -abs(kv[1]))[:3]
     terms = ", ".join(f"{task if k == 'task' else k} {v:+.2f}" for k, v in moved)
     return Text(
-        f"Confidence: {c.value:.2f} that draft #{c.draft} is right ({c.votes} drafts agree; {c.model}). "
+        f"Confidence: {c.value:.2f} that draft #{c.draft} is right "
+        f"({'only it gives its answer' if c.votes == 1 else f'{c.votes} drafts agree'}; {c.model}). "
         f"Inputs: {inputs}. Largest logit terms: {terms}."
     )
 

@@ -58,3 +58,6 @@ def test_the_confidence_line_names_what_the_draft_did_not_what_its_task_fixes() 
     mcq = _confidence_line(ConfidenceOut(value=0.5, draft=0, inputs={**inputs, "mcq": 1.0}, contributions=terms,
                                          votes=1, model="m")).plain  # fmt: skip
     assert "task (multiple choice) -0.62" in mcq and "open_book_span" not in mcq.split("Largest logit terms: ")[1]
+    assert "(only it gives its answer; m)" in line
+    three = _confidence_line(ConfidenceOut(value=0.5, draft=0, inputs=inputs, contributions=terms, votes=3, model="m"))
+    assert "(3 drafts agree; m)" in three.plain
